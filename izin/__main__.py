@@ -1,0 +1,3 @@
+from izin.cli import main
+
+main()

@@ -1,0 +1,43 @@
+"""The one source of "now": IZIN_NOW (ISO 8601 with offset) when set, else the system clock."""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timezone
+from zoneinfo import ZoneInfo
+
+from izin.errors import ConfigError
+
+
+def parse_instant(text: str, *, field: str = "time") -> datetime:
+    """Parse an ISO 8601 instant that carries an offset; return it in UTC."""
+    try:
+        value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise ConfigError(f"{text!r} is not an ISO 8601 time; write e.g. 2026-11-24T10:00:00+03:00",
+                          field=field) from None
+    if value.tzinfo is None:
+        raise ConfigError(f"{text!r} has no UTC offset; add one, e.g. {text}+03:00", field=field)
+    return value.astimezone(timezone.utc)
+
+
+def now() -> datetime:
+    """The current instant in UTC, honouring IZIN_NOW."""
+    fixed = os.environ.get("IZIN_NOW")
+    if fixed:
+        return parse_instant(fixed, field="IZIN_NOW")
+    return datetime.now(timezone.utc)
+
+
+#: İYS reads every consentDate as Türkiye time
+ISTANBUL = ZoneInfo("Europe/Istanbul")
+
+
+def iso_utc(value: datetime) -> str:
+    """A fixed-width UTC form (microseconds, Z): the canonical encoding the ledger hashes."""
+    return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def iso_istanbul(value: datetime) -> str:
+    """An instant as ISO 8601 in Türkiye time, with its offset."""
+    return value.astimezone(ISTANBUL).isoformat(timespec="seconds")

@@ -1,0 +1,158 @@
+"""Audit: stream the ledger out as NDJSON or CSV, and verify its hash chain.
+
+Exports read the database in pages and write record by record, so memory stays flat however
+long the log is. CSV cells that a spreadsheet would run as a formula are neutralised.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import hmac
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import IO, Any
+
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session
+
+from izin.clock import iso_istanbul, iso_utc
+from izin.consent.ledger import event_hash
+from izin.consent.models import GENESIS_HASH, IYS_TYPE, ConsentEvent, Contact, LedgerHead, PurgeRun
+
+CONSENT_FIELDS = ("kind", "id", "contact", "recipient", "channel", "iys_type", "status", "source",
+                  "recipient_type", "consent_date", "recorded_at", "proof", "iys_uploadable",
+                  "prev_hash", "hash", "purged")
+#: rows fetched per round trip while streaming
+PAGE_ROWS = 2_000
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def consent_records(session: Session, since: datetime | None = None, until: datetime | None = None,
+                    contact: str | None = None) -> Iterator[dict[str, Any]]:
+    """Consent events in id order as export records, filtered by recorded_at and contact."""
+    query = select(ConsentEvent).order_by(ConsentEvent.id)
+    if since is not None:
+        query = query.where(ConsentEvent.recorded_at >= since)
+    if until is not None:
+        query = query.where(ConsentEvent.recorded_at < until)
+    if contact is not None:
+        contact_id = session.scalar(select(Contact.id).where(Contact.external_id == contact))
+        query = query.where(or_(ConsentEvent.contact_ref == contact, ConsentEvent.contact_id == contact_id))
+    for event in session.scalars(query.execution_options(yield_per=PAGE_ROWS)):
+        yield {
+            "kind": "consent", "id": event.id, "contact": event.contact_ref, "recipient": event.recipient,
+            "channel": event.channel, "iys_type": IYS_TYPE[event.channel], "status": event.status,
+            "source": event.source, "recipient_type": event.recipient_type,
+            "consent_date": iso_istanbul(event.consent_date), "recorded_at": iso_utc(event.recorded_at),
+            "proof": event.proof, "iys_uploadable": event.iys_uploadable,
+            "prev_hash": event.prev_hash, "hash": event.hash, "purged": event.purge_run_id is not None,
+        }
+        session.expunge(event)  # keep the identity map from growing with the log
+
+
+def neutralise(value: Any) -> str:
+    """A CSV cell a spreadsheet will show as text, never run as a formula."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    text = str(value)
+    return "'" + text if text.startswith(_FORMULA_START) else text
+
+
+def write_records(records: Iterator[dict[str, Any]], out: IO[str], fmt: str,
+                  fields: tuple[str, ...] = CONSENT_FIELDS) -> int:
+    """Write records as ndjson or csv; return how many."""
+    count = 0
+    if fmt == "csv":
+        writer = csv.writer(out)
+        writer.writerow(fields)
+        for record in records:
+            writer.writerow([neutralise(record.get(f)) for f in fields])
+            count += 1
+    else:
+        for record in records:
+            out.write(json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n")
+            count += 1
+    return count
+
+
+@dataclass(frozen=True)
+class Verification:
+    """What verify found: intact, or the first broken event and how it broke."""
+
+    checked: int
+    last_id: int
+    last_hash: str
+    broken_id: int | None = None
+    problem: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.problem is None
+
+
+def key_id(secret: str) -> str:
+    """A short public name for a signing key, so a rotated key is recognised, not mistaken."""
+    return hashlib.sha256(b"izin-key-id:" + secret.encode()).hexdigest()[:16]
+
+
+def sign(secret: str, digest: str) -> str:
+    return hmac.new(secret.encode(), digest.encode(), hashlib.sha256).hexdigest()
+
+
+def verify(session: Session, secret: str) -> Verification:
+    """Walk the whole chain; name the first event that was edited, deleted, inserted or reordered."""
+    expected_id, prev_hash, checked = 1, GENESIS_HASH, 0
+    tombstones: dict[int, list[str]] = {}
+    query = select(ConsentEvent).order_by(ConsentEvent.id).execution_options(yield_per=PAGE_ROWS)
+    for event in session.scalars(query):
+        if event.id != expected_id:
+            return Verification(checked, expected_id - 1, prev_hash, expected_id,
+                                f"event #{expected_id} is missing: it was deleted" if event.id > expected_id
+                                else f"event #{event.id} is out of order")
+        if event.prev_hash != prev_hash:
+            return Verification(checked, expected_id - 1, prev_hash, event.id,
+                                f"event #{event.id} does not follow event #{event.id - 1}: an event before it "
+                                "was deleted, inserted or reordered")
+        if event.purge_run_id is not None:
+            tombstones.setdefault(event.purge_run_id, []).append(f"{event.id}:{event.hash}\n")
+        elif event_hash(event) != event.hash:
+            return Verification(checked, expected_id - 1, prev_hash, event.id,
+                                f"event #{event.id} was changed after it was recorded: its content no longer "
+                                "matches its hash")
+        prev_hash, expected_id, checked = event.hash, expected_id + 1, checked + 1
+        session.expunge(event)
+    last_id = expected_id - 1
+    head = session.get(LedgerHead, 1)
+    if head is None or head.last_id != last_id or head.last_hash != prev_hash:
+        head_id = head.last_id if head else "?"
+        return Verification(checked, last_id, prev_hash, last_id + 1,
+                            f"the ledger ends at event #{last_id} but its head records #{head_id}: "
+                            "the newest events were deleted, or events were appended outside izin")
+    problem = _check_purges(session, secret, tombstones)
+    if problem:
+        return Verification(checked, last_id, prev_hash, problem[0], problem[1])
+    return Verification(checked, last_id, prev_hash)
+
+
+def _check_purges(session: Session, secret: str, tombstones: dict[int, list[str]]) -> tuple[int, str] | None:
+    runs = {run.id: run for run in session.scalars(select(PurgeRun))}
+    for run_id, lines in tombstones.items():
+        run = runs.get(run_id)
+        first = int(lines[0].split(":")[0])
+        if run is None:
+            return first, f"event #{first} is marked purged by run {run_id}, which does not exist"
+        digest = hashlib.sha256("".join(lines).encode()).hexdigest()
+        if digest != run.digest:
+            return first, (f"the events marked purged by run {run_id} are not the ones it purged "
+                           f"(first: #{first}); an event was blanked outside izin")
+        if run.key_id != key_id(secret):
+            return first, (f"purge run {run_id} was signed with key {run.key_id}; set IZIN_SECRET_KEY to that "
+                           "key to verify it")
+        if not hmac.compare_digest(sign(secret, digest), run.signature):
+            return first, f"purge run {run_id} has a signature that does not match: the purge record was forged"
+    return None

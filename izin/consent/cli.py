@@ -1,0 +1,320 @@
+"""CLI commands for contacts, events, consent and audit: parse options, call the library, print."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Iterator
+from zoneinfo import ZoneInfo
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+from sqlalchemy import func, select
+
+from izin import clock
+from izin.cli import AppContext, IzinGroup, emit_json, json_option, pass_app, rejects_option, stderr
+from izin.consent.models import CHANNELS, IYS_TYPE, ConsentEvent, ConsentState, Contact
+from izin.consent.report import ImportReport
+from izin.errors import ConsentRefused, InputError, NotFound
+
+
+def _instant(value: str | None, field: str) -> datetime | None:
+    return None if value is None else clock.parse_instant(value, field=field)
+
+
+@contextmanager
+def _progress(label: str, path: str) -> Iterator[Callable[[int], None]]:
+    """A byte-based progress bar on stderr, silent when stderr is not a terminal."""
+    total = Path(path).stat().st_size if Path(path).is_file() else 0
+    with Progress(TextColumn(label), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
+                  console=stderr, disable=not stderr.is_terminal, transient=True) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda done: bar.update(task, completed=done)
+
+
+def _finish_import(report: ImportReport, as_json: bool) -> None:
+    if as_json:
+        emit_json(report.as_dict())
+    else:
+        click.echo(report.summary())
+
+
+def _import_command(group: click.Group, noun: str, help_text: str,
+                    run: Callable[[AppContext, str, datetime, str | None, Callable[[int], None]], ImportReport]
+                    ) -> None:
+    @group.command("import", help=help_text)
+    @click.argument("file", type=click.Path(dir_okay=False))
+    @rejects_option
+    @json_option
+    @pass_app
+    def command(app: AppContext, file: str, rejects: str | None, as_json: bool) -> None:
+        with _progress(f"importing {noun}", file) as progress:
+            report = run(app, file, clock.now(), rejects, progress)
+        _finish_import(report, as_json)
+
+
+@click.group(cls=IzinGroup)
+def contacts() -> None:
+    """Contacts: import and update them from CSV."""
+
+
+@click.group(cls=IzinGroup)
+def events() -> None:
+    """Events such as purchases, which drive follow-up campaigns."""
+
+
+@click.group(cls=IzinGroup)
+def consent() -> None:
+    """The consent ledger: grant, withdraw, import, show, summarise and purge."""
+
+
+@click.group(cls=IzinGroup)
+def audit() -> None:
+    """Export the consent audit log and verify that it has not been tampered with."""
+
+
+def _tz(app: AppContext) -> ZoneInfo:
+    return ZoneInfo(app.settings.policy.timezone)
+
+
+def _run_contacts(app: AppContext, file: str, now: datetime, rejects: str | None, progress: Any) -> ImportReport:
+    from izin.consent.contacts import import_contacts
+    return import_contacts(app.database(), file, now, rejects, progress)
+
+
+def _run_events(app: AppContext, file: str, now: datetime, rejects: str | None, progress: Any) -> ImportReport:
+    from izin.consent.events import import_events
+    return import_events(app.database(), file, now, _tz(app), rejects, progress)
+
+
+def _run_consents(app: AppContext, file: str, now: datetime, rejects: str | None, progress: Any) -> ImportReport:
+    from izin.consent.consent_import import import_consents
+    return import_consents(app.database(), file, now, _tz(app), rejects, progress)
+
+
+_import_command(contacts, "contacts", """Upsert contacts from a CSV file, keyed by external_id.
+
+Columns: external_id (required), first_name, last_name, email, phone, birthday (YYYY-MM-DD),
+locale (tr|en), timezone (IANA), recipient_type (BIREYSEL|TACIR), tags (;-separated); any other
+column is kept as an attribute. Valid rows are imported; bad ones go to the rejects file with
+their line and reason.""", _run_contacts)
+_import_command(events, "events", """Import events (e.g. purchases) from a CSV file.
+
+Columns: external_id, event, occurred_at (ISO 8601), event_id (optional; re-imports skip known
+ids); other columns are event attributes.""", _run_events)
+_import_command(consent, "consents", """Append consent history from a CSV file to the ledger.
+
+Columns: external_id, channel (email|sms|call), status (ONAY|RET), source (HS_* code),
+consent_date (ISO 8601), optional recipient_type and proof. Rows İYS would refuse (a repeated
+status, a date in the future or before 2015-05-01) go to the rejects file.""", _run_consents)
+
+_channel_option = click.option("--channel", required=True, type=click.Choice(CHANNELS), help="Consent channel.")
+_source_option = click.option("--source", required=True,
+                              help="İYS source code, e.g. HS_WEB, HS_MESAJ, HS_FIZIKSEL_ORTAM, HS_CAGRI_MERKEZI.")
+_at_option = click.option("--at", "at", default=None,
+                          help="When the person consented or refused (ISO 8601 with offset) [default: now].")
+_proof_option = click.option("--proof", default=None,
+                             help="Evidence: form version, IP, user agent, signed-form or call id (text or JSON).")
+_rtype_option = click.option("--recipient-type", type=click.Choice(["BIREYSEL", "TACIR"]), default=None,
+                             help="[default: the contact's recipient type]")
+
+
+def _record(app: AppContext, external_id: str, channel: str, status: str, source: str, at: str | None,
+            proof: str | None, recipient_type: str | None, as_json: bool) -> None:
+    from izin.consent.ledger import LedgerWriter
+
+    now = clock.now()
+    consent_date = _instant(at, "--at") or now
+    with app.database().session() as session:
+        contact = session.scalar(select(Contact).where(Contact.external_id == external_id))
+        if contact is None:
+            raise NotFound(f"no contact with external_id {external_id!r}; import it with `izin contacts import`")
+        try:
+            recorded = LedgerWriter(session).record(contact, channel, status, source.upper(), consent_date, now,
+                                                    recipient_type, proof)
+        except ConsentRefused as exc:
+            if exc.reason != "duplicate_status":
+                raise InputError(exc.message, field="--source" if "source" in exc.reason else None) from None
+            if as_json:
+                emit_json({"recorded": False, "reason": exc.reason, "message": exc.message})
+            else:
+                click.echo(f"unchanged: {exc.message}")
+            return
+        event = recorded.event
+    if as_json:
+        emit_json({"recorded": True, "id": event.id, "recipient": event.recipient, "channel": event.channel,
+                   "status": event.status, "hash": event.hash, "iys_uploadable": event.iys_uploadable,
+                   "notes": recorded.notes})
+        return
+    click.echo(f"recorded event #{event.id}: {event.status} {event.channel} {event.recipient} "
+               f"({event.source}, {event.recipient_type}) hash {event.hash[:16]}")
+    for note in recorded.notes:
+        click.echo(f"note: {note}")
+
+
+@consent.command()
+@click.argument("external_id", metavar="ID")
+@_channel_option
+@_source_option
+@_at_option
+@_proof_option
+@_rtype_option
+@json_option
+@pass_app
+def grant(app: AppContext, external_id: str, channel: str, source: str, at: str | None, proof: str | None,
+          recipient_type: str | None, as_json: bool) -> None:
+    """Record an opt-in (ONAY) for the contact's current address on CHANNEL."""
+    _record(app, external_id, channel, "ONAY", source, at, proof, recipient_type, as_json)
+
+
+@consent.command()
+@click.argument("external_id", metavar="ID")
+@_channel_option
+@_source_option
+@_at_option
+@_proof_option
+@_rtype_option
+@json_option
+@pass_app
+def withdraw(app: AppContext, external_id: str, channel: str, source: str, at: str | None, proof: str | None,
+             recipient_type: str | None, as_json: bool) -> None:
+    """Record an opt-out (RET) for the contact's current address on CHANNEL; it takes effect at once."""
+    _record(app, external_id, channel, "RET", source, at, proof, recipient_type, as_json)
+
+
+@consent.command()
+@click.argument("external_id", metavar="ID")
+@json_option
+@pass_app
+def show(app: AppContext, external_id: str, as_json: bool) -> None:
+    """The contact's consent history: every event of every address it has had."""
+    from izin.consent.audit import consent_records
+    from izin.consent.gate import may_send
+
+    with app.database().session() as session:
+        contact = session.scalar(select(Contact).where(Contact.external_id == external_id))
+        if contact is None:
+            raise NotFound(f"no contact with external_id {external_id!r}")
+        history = list(consent_records(session, contact=external_id))
+        now = clock.now()
+        current = {c: may_send(session, contact, c, now) for c in CHANNELS}
+    status = {c: {"recipient": d.recipient, "may_send": d.allowed, "reason": d.reason, "basis": d.basis,
+                  "event_id": d.event_id} for c, d in current.items()}
+    if as_json:
+        emit_json({"contact": external_id, "recipient_type": contact.recipient_type, "current": status,
+                   "history": history})
+        return
+    click.echo(f"contact {external_id} ({contact.recipient_type})")
+    for channel, d in current.items():
+        verdict = f"may send ({d.basis}, event #{d.event_id})" if d.allowed else f"may not send ({d.reason})"
+        click.echo(f"  {channel:<5} {d.recipient or '-':<32} {verdict}")
+    table = Table("id", "consent date", "channel", "recipient", "status", "source", "proof", "hash")
+    for r in history:
+        table.add_row(str(r["id"]), r["consent_date"], r["channel"], r["recipient"] or "(purged)", r["status"],
+                      r["source"], (r["proof"] or "")[:30], r["hash"][:12])
+    Console(width=160).print(table)
+
+
+@consent.command()
+@json_option
+@pass_app
+def summary(app: AppContext, as_json: bool) -> None:
+    """Counts of current consent by channel and status."""
+    with app.database().session() as session:
+        rows = session.execute(select(ConsentState.channel, ConsentState.status, func.count())
+                               .group_by(ConsentState.channel, ConsentState.status)).all()
+        events_total = session.scalar(select(func.count()).select_from(ConsentEvent)) or 0
+        contacts_total = session.scalar(select(func.count()).select_from(Contact)) or 0
+    counts = {c: {"ONAY": 0, "RET": 0} for c in CHANNELS}
+    for channel, status, n in rows:
+        counts[channel][status] = n
+    if as_json:
+        emit_json({"contacts": contacts_total, "events": events_total, "addresses": counts})
+        return
+    click.echo(f"{contacts_total} contacts, {events_total} consent events")
+    for channel, c in counts.items():
+        click.echo(f"  {channel:<5} ({IYS_TYPE[channel]:<6}) ONAY {c['ONAY']:>8}   RET {c['RET']:>8}")
+
+
+@consent.command()
+@click.option("--older-than", default=None, metavar="NY",
+              help="Retention period in whole years [default: [policy] retention, 3y]; at least 3y.")
+@json_option
+@pass_app
+def purge(app: AppContext, older_than: str | None, as_json: bool) -> None:
+    """Destroy evidence of consents that ended longer ago than the retention period.
+
+    Also removes the targeting data (attributes, tags, birthday, events) of contacts who opted out
+    everywhere. Purged events stay in the chain as signed tombstones, so `izin audit verify` still passes.
+    """
+    from izin.config import Policy
+    from izin.consent.retention import purge as run_purge
+
+    years = app.settings.policy.retention_years
+    if older_than is not None:
+        try:
+            years = Policy(retention=older_than).retention_years
+        except Exception as exc:  # pydantic's ValidationError, reworded below
+            message = str(exc).split("Value error, ")[-1].splitlines()[0]
+            raise InputError(message, field="--older-than") from None
+    secret = app.secret
+    with app.database().session() as session:
+        report = run_purge(session, clock.now(), years, secret)
+    document = {"cutoff": clock.iso_istanbul(report.cutoff), "events_purged": report.events,
+                "contacts_cleared": report.contacts, "purge_run": report.run_id}
+    if as_json:
+        emit_json(document)
+    else:
+        click.echo(f"purged {report.events} consent events that ended before {document['cutoff']}; "
+                   f"cleared targeting data of {report.contacts} opted-out contacts")
+
+
+@audit.command()
+@click.option("--kind", type=click.Choice(["consent"]), default="consent", show_default=True,
+              help="Which records to export (delivery records arrive with sending).")
+@click.option("--format", "fmt", type=click.Choice(["ndjson", "csv"]), default="ndjson", show_default=True)
+@click.option("--since", default=None, help="Only records at or after this time (ISO 8601).")
+@click.option("--until", default=None, help="Only records before this time (ISO 8601).")
+@click.option("--contact", default=None, metavar="ID", help="Only this contact's records.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, help="File to write [default: stdout].")
+@pass_app
+def export(app: AppContext, kind: str, fmt: str, since: str | None, until: str | None, contact: str | None,
+           output: str | None) -> None:
+    """Stream the audit log as NDJSON or CSV; memory stays flat however long the log is."""
+    from izin.consent.audit import consent_records, write_records
+
+    start, end = _instant(since, "--since"), _instant(until, "--until")
+    with app.database().session() as session:
+        records = consent_records(session, start, end, contact)
+        if output:
+            with open(output, "w", encoding="utf-8", newline="") as out:
+                count = write_records(records, out, fmt)
+        else:
+            count = write_records(records, sys.stdout, fmt)
+    stderr.print(f"exported {count} {kind} records" + (f" to {output}" if output else ""))
+
+
+@audit.command()
+@json_option
+@pass_app
+def verify(app: AppContext, as_json: bool) -> None:
+    """Check the hash chain: exit 0 when intact, 1 naming the first broken event."""
+    from izin.consent.audit import verify as run_verify
+
+    secret = app.settings.web.secret_key
+    with app.database().session() as session:
+        result = run_verify(session, secret)
+    if as_json:
+        emit_json({"ok": result.ok, "checked": result.checked, "last_id": result.last_id,
+                   "last_hash": result.last_hash, "broken_id": result.broken_id, "problem": result.problem})
+    elif result.ok:
+        click.echo(f"ok: {result.checked} consent events, chain intact; head #{result.last_id} {result.last_hash}")
+    else:
+        click.echo(f"BROKEN at event #{result.broken_id}: {result.problem}")
+    if not result.ok:
+        sys.exit(1)

@@ -1,0 +1,74 @@
+"""Consent history from CSV, appended to the ledger row by row in file order."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import select
+
+from izin.consent.csvio import CsvInput, ProgressFn, Row, batched
+from izin.consent.ledger import LedgerWriter
+from izin.consent.models import Contact
+from izin.consent.report import ImportReport
+from izin.db import Database
+from izin.errors import ConsentRefused
+
+REQUIRED = ("external_id", "channel", "status", "source", "consent_date")
+BATCH_ROWS = 1_000
+#: which column a refusal reason belongs to, for the rejects file
+_REASON_COLUMN = {"duplicate_status": "status", "future_date": "consent_date", "before_2015": "consent_date",
+                  "out_of_order": "consent_date", "no_address": "channel", "not_mobile": "channel",
+                  "bad_source": "source", "bad_channel": "channel", "bad_status": "status",
+                  "bad_recipient_type": "recipient_type"}
+
+
+def _consent_date(text: str | None, tz: ZoneInfo) -> datetime:
+    if text is None:
+        raise ValueError("consent_date: is empty; give when the person consented, e.g. 2026-11-20T14:30:00+03:00")
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"consent_date: {text!r} is not ISO 8601; write e.g. 2026-11-20T14:30:00+03:00") from None
+    return value if value.tzinfo else value.replace(tzinfo=tz)
+
+
+def import_consents(db: Database, path: str, now: datetime, tz: ZoneInfo, rejects: str | None = None,
+                    progress: ProgressFn | None = None) -> ImportReport:
+    """Append every acceptable row to the ledger; refused rows go to the rejects file."""
+    report = ImportReport(file=str(path))
+    with CsvInput(path, required=REQUIRED) as source:
+        for rows in batched(source.rows(), BATCH_ROWS):
+            with db.session() as session:
+                writer = LedgerWriter(session)
+                contacts = {c.external_id: c for c in session.scalars(select(Contact).where(
+                    Contact.external_id.in_({r.get("external_id") for r in rows})))}
+                for row in rows:
+                    reason = _record(writer, contacts, row, now, tz)
+                    if reason:
+                        source.reject(row, reason)
+                    else:
+                        report.imported += 1
+            if progress:
+                progress(source.position)
+        report.rejected = len(source.rejected)
+        report.rejects_file = source.write_rejects(rejects)
+    return report
+
+
+def _record(writer: LedgerWriter, contacts: dict[str, Contact], row: Row, now: datetime, tz: ZoneInfo) -> str | None:
+    contact = contacts.get(row.get("external_id") or "")
+    if contact is None:
+        return f"external_id: no contact {row.get('external_id')!r}; import the contact first"
+    try:
+        consent_date = _consent_date(row.get("consent_date"), tz)
+    except ValueError as exc:
+        return str(exc)
+    rtype = row.get("recipient_type")
+    try:
+        writer.record(contact, (row.get("channel") or "").lower(), (row.get("status") or "").upper(),
+                      (row.get("source") or "").upper(), consent_date, now,
+                      recipient_type=rtype.upper() if rtype else None, proof=row.get("proof"))
+    except ConsentRefused as exc:
+        return f"{_REASON_COLUMN[exc.reason]}: {exc.message}"
+    return None

@@ -1,0 +1,170 @@
+"""The append-only, hash-chained consent ledger, with İYS's upload rules enforced locally.
+
+Every event gets the next id and the SHA-256 of its canonical encoding, which includes the hash of
+the event before it: editing, deleting or reordering any event breaks the chain at that point.
+Writers lock the single `ledger_head` row (SELECT ... FOR UPDATE on PostgreSQL; on SQLite every
+transaction starts with BEGIN IMMEDIATE), so concurrent grants and imports append in one line.
+The current-state table is updated in the same transaction; the events remain the evidence.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from izin.clock import ISTANBUL, iso_istanbul, iso_utc
+from izin.consent.models import (ADDRESS_KIND, CHANNELS, GENESIS_HASH, RECIPIENT_TYPES, STATUSES,
+                                 ConsentEvent, ConsentState, Contact, LedgerHead)
+from izin.errors import ConsentRefused
+
+#: İYS consent sources a service provider may upload (HS_*); IYS_* come only from `iys pull`
+HS_SOURCES = ("HS_FIZIKSEL_ORTAM", "HS_ISLAK_IMZA", "HS_WEB", "HS_CAGRI_MERKEZI", "HS_SOSYAL_MEDYA",
+              "HS_EPOSTA", "HS_MESAJ", "HS_MOBIL", "HS_EORTAM", "HS_ETKINLIK", "HS_ATM", "HS_2015",
+              "HS_KARAR")
+#: law 6563 is in force from this instant: İYS refuses earlier consent dates (H155)
+EARLIEST_CONSENT = datetime(2015, 5, 1, tzinfo=ISTANBUL)
+
+
+def canonical(event: ConsentEvent) -> bytes:
+    """The exact bytes an event's hash covers: sorted-key compact JSON, UTF-8."""
+    document = {
+        "id": event.id,
+        "contact": event.contact_ref,
+        "recipient": event.recipient,
+        "channel": event.channel,
+        "status": event.status,
+        "source": event.source,
+        "recipient_type": event.recipient_type,
+        "consent_date": iso_utc(event.consent_date),
+        "recorded_at": iso_utc(event.recorded_at),
+        "proof": event.proof,
+        "iys_uploadable": event.iys_uploadable,
+        "prev_hash": event.prev_hash,
+    }
+    return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def event_hash(event: ConsentEvent) -> str:
+    return hashlib.sha256(canonical(event)).hexdigest()
+
+
+def contact_address(contact: Contact, channel: str) -> str | None:
+    """The address a channel reaches this contact on now, or None."""
+    return contact.email if ADDRESS_KIND[channel] == "email" else contact.phone
+
+
+@dataclass
+class Recorded:
+    """What happened to one request: the new event, or why nothing new was needed."""
+
+    event: ConsentEvent
+    #: things the user should know although the event was recorded
+    notes: list[str] = field(default_factory=list)
+
+
+class LedgerWriter:
+    """Appends events within one transaction, holding the head lock until it commits."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self._head: LedgerHead | None = None
+        self._states: dict[tuple[str, str, str], ConsentState | None] = {}
+
+    def _lock_head(self) -> LedgerHead:
+        if self._head is None:
+            self._head = self.session.execute(
+                select(LedgerHead).where(LedgerHead.id == 1).with_for_update()
+            ).scalar_one()
+        return self._head
+
+    def state(self, recipient: str, channel: str, recipient_type: str) -> ConsentState | None:
+        key = (recipient, channel, recipient_type)
+        if key not in self._states:
+            self._states[key] = self.session.get(ConsentState, key)
+        return self._states[key]
+
+    def check(self, contact: Contact, channel: str, status: str, source: str, consent_date: datetime,
+              now: datetime, recipient_type: str | None = None, *, allow_iys_source: bool = False
+              ) -> tuple[str, str, list[str], bool]:
+        """Apply İYS's rules without writing; return (recipient, recipient_type, notes, uploadable)."""
+        if channel not in CHANNELS:
+            raise ConsentRefused("bad_channel", f"unknown channel {channel!r}; use one of {', '.join(CHANNELS)}")
+        if status not in STATUSES:
+            raise ConsentRefused("bad_status", f"unknown status {status!r}; use ONAY or RET")
+        if source not in HS_SOURCES and not (allow_iys_source and source.startswith("IYS_")):
+            hint = " (IYS_* sources are recorded by `izin iys pull`)" if source.startswith("IYS_") else ""
+            raise ConsentRefused("bad_source", f"unknown source {source!r}{hint}; use an İYS code such as "
+                                 "HS_WEB, HS_MESAJ, HS_FIZIKSEL_ORTAM, HS_ISLAK_IMZA, HS_CAGRI_MERKEZI")
+        recipient_type = recipient_type or contact.recipient_type
+        if recipient_type not in RECIPIENT_TYPES:
+            raise ConsentRefused("bad_recipient_type", f"unknown recipient type {recipient_type!r}; use BIREYSEL or TACIR")
+        recipient = contact_address(contact, channel)
+        if recipient is None:
+            kind = ADDRESS_KIND[channel]
+            raise ConsentRefused("no_address", f"contact {contact.external_id} has no {kind}; "
+                                 f"import one before recording {channel} consent")
+        if channel == "sms" and not contact.phone_mobile:
+            raise ConsentRefused("not_mobile", f"{recipient} cannot be a mobile number, so it cannot get SMS; "
+                                 "record call consent for it instead")
+        if consent_date > now:
+            raise ConsentRefused("future_date", f"consent date {iso_istanbul(consent_date)} is in the future; "
+                                 "give the moment the person actually consented")
+        if consent_date < EARLIEST_CONSENT:
+            raise ConsentRefused("before_2015", f"consent date {iso_istanbul(consent_date)} is before "
+                                 "2015-05-01 (law 6563); use source HS_2015 for consents given before then")
+        if source == "HS_2015" and consent_date != EARLIEST_CONSENT:
+            raise ConsentRefused("bad_source", "source HS_2015 requires consent date 2015-05-01T00:00:00+03:00")
+        state = self.state(recipient, channel, recipient_type)
+        if state is not None and state.status == status:
+            raise ConsentRefused("duplicate_status", f"{recipient} is already {status} on {channel} since "
+                                 f"{iso_istanbul(state.consent_date)} (event #{state.event_id}); nothing recorded")
+        if source == "HS_KARAR" and (status != "RET" or state is None):
+            raise ConsentRefused("bad_source", "source HS_KARAR records only a RET decided by the provider, "
+                                 "and never as the first record of an address")
+        notes: list[str] = []
+        uploadable = True
+        if state is not None and consent_date < state.consent_date:
+            if status == "ONAY":
+                raise ConsentRefused("out_of_order", f"consent date {iso_istanbul(consent_date)} is before the "
+                                     f"latest recorded event #{state.event_id} ({iso_istanbul(state.consent_date)}); "
+                                     "an older ONAY cannot override a newer decision")
+            # an opt-out always takes effect here, but İYS only takes dates after the one it holds
+            uploadable = False
+            notes.append("recorded as a suppression; its date is older than the latest event, so İYS will not take it")
+        if status == "RET" and (state is None or not state.ever_onay):
+            uploadable = False
+            notes.append("kept as a local suppression; İYS refuses a first-ever RET, so it will not be uploaded")
+        return recipient, recipient_type, notes, uploadable
+
+    def record(self, contact: Contact, channel: str, status: str, source: str, consent_date: datetime,
+               now: datetime, recipient_type: str | None = None, proof: str | None = None, *,
+               allow_iys_source: bool = False) -> Recorded:
+        """Check the rules, then append one event and update the current state."""
+        recipient, recipient_type, notes, uploadable = self.check(
+            contact, channel, status, source, consent_date, now, recipient_type,
+            allow_iys_source=allow_iys_source)
+        head = self._lock_head()
+        event = ConsentEvent(
+            id=head.last_id + 1, contact_id=contact.id, contact_ref=contact.external_id,
+            recipient=recipient, channel=channel, status=status, source=source,
+            recipient_type=recipient_type, consent_date=consent_date, recorded_at=now,
+            proof=proof or None, iys_uploadable=uploadable, prev_hash=head.last_hash,
+        )
+        event.hash = event_hash(event)
+        self.session.add(event)
+        head.last_id, head.last_hash = event.id, event.hash
+        state = self.state(recipient, channel, recipient_type)
+        if state is None:
+            state = ConsentState(recipient=recipient, channel=channel, recipient_type=recipient_type,
+                                 ever_onay=False)
+            self.session.add(state)
+            self._states[(recipient, channel, recipient_type)] = state
+        state.status, state.event_id = status, event.id
+        state.consent_date, state.recorded_at = consent_date, now
+        state.ever_onay = state.ever_onay or status == "ONAY"
+        return Recorded(event=event, notes=notes)

@@ -1,0 +1,88 @@
+"""Retention (invariant 9): destroy evidence only once its consent ended long enough ago, and drop
+the targeting data of contacts who opted out.
+
+Purged events become tombstones: id, hashes, channel, status, source and dates stay, the recipient,
+contact and proof go. The chain stays verifiable because verify checks a tombstone's links and the
+signed digest of its purge run instead of its content. The consent-state row of a purged address
+stays as a bare suppression, so a TACIR address that refused is never messaged again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import delete, exists, or_, select, update
+from sqlalchemy.orm import Session
+
+from izin.consent.audit import key_id, sign
+from izin.consent.models import (ConsentEvent, ConsentState, Contact, ContactEvent, ContactTag,
+                                 PurgeRun)
+
+
+@dataclass(frozen=True)
+class PurgeReport:
+    cutoff: datetime
+    events: int
+    contacts: int
+    run_id: int | None
+
+
+def years_before(instant: datetime, years: int) -> datetime:
+    """The same calendar moment `years` earlier (29 February becomes 28 February)."""
+    try:
+        return instant.replace(year=instant.year - years)
+    except ValueError:
+        return instant.replace(year=instant.year - years, day=28)
+
+
+def purge(session: Session, now: datetime, years: int, secret: str) -> PurgeReport:
+    """Tombstone the evidence of consents that ended before the cutoff; clear opted-out targeting data."""
+    cutoff = years_before(now, years)
+    ended = session.execute(select(ConsentState).where(
+        ConsentState.status == "RET", ConsentState.consent_date < cutoff)).scalars().all()
+    ids: list[int] = []
+    for state in ended:
+        ids.extend(session.scalars(select(ConsentEvent.id).where(
+            ConsentEvent.recipient == state.recipient, ConsentEvent.channel == state.channel,
+            ConsentEvent.recipient_type == state.recipient_type, ConsentEvent.id <= state.event_id,
+            ConsentEvent.purge_run_id.is_(None))))
+    contacts = _clear_targeting(session, now)
+    if not ids:
+        return PurgeReport(cutoff, 0, contacts, None)
+    ids.sort()
+    hashes = {i: h for i, h in session.execute(select(ConsentEvent.id, ConsentEvent.hash).where(
+        ConsentEvent.id.in_(ids)))}
+    digest = hashlib.sha256("".join(f"{i}:{hashes[i]}\n" for i in ids).encode()).hexdigest()
+    run = PurgeRun(run_at=now, cutoff=cutoff, events=len(ids), contacts=contacts, digest=digest,
+                   signature=sign(secret, digest), key_id=key_id(secret))
+    session.add(run)
+    session.flush()
+    for start in range(0, len(ids), 1_000):
+        session.execute(update(ConsentEvent).where(ConsentEvent.id.in_(ids[start:start + 1_000])).values(
+            recipient=None, contact_id=None, contact_ref=None, proof=None, purge_run_id=run.id))
+    return PurgeReport(cutoff, len(ids), contacts, run.id)
+
+
+def _clear_targeting(session: Session, now: datetime) -> int:
+    """Remove attributes, tags, birthday and events of contacts whose every current address is RET."""
+    address = ConsentState.recipient
+    refused = exists().where(ConsentState.status == "RET",
+                             address.in_([Contact.email, Contact.phone]))
+    consenting = exists().where(ConsentState.status == "ONAY",
+                                address.in_([Contact.email, Contact.phone]))
+    # a contact cleared before and given new data since is cleared again
+    ids = list(session.scalars(select(Contact.id).where(
+        refused, ~consenting,
+        or_(Contact.targeting_purged_at.is_(None), Contact.updated_at > Contact.targeting_purged_at))))
+    for start in range(0, len(ids), 1_000):
+        chunk = ids[start:start + 1_000]
+        session.execute(update(Contact).where(Contact.id.in_(chunk)).values(
+            attributes={}, birthday=None, birth_month=None, birth_day=None, targeting_purged_at=now))
+        session.execute(delete(ContactTag).where(ContactTag.contact_id.in_(chunk)))
+        session.execute(delete(ContactEvent).where(ContactEvent.contact_id.in_(chunk)))
+    return len(ids)
+
+
+

@@ -1,0 +1,179 @@
+"""Engine, sessions, column types and migrations: the one place that knows SQLite from PostgreSQL.
+
+SQLite (embedded default) runs in WAL mode and opens every transaction with BEGIN IMMEDIATE, so
+writers queue on the database lock instead of failing half-way; PostgreSQL serialises the ledger
+with a row lock on its head (see consent/ledger.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import DateTime, Engine, MetaData, create_engine, event, inspect
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from sqlalchemy.types import TypeDecorator
+
+from izin.errors import ConfigError, InputError, ServiceUnavailable
+
+#: how long a SQLite writer waits for the lock before giving up, in milliseconds
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """An aware datetime stored as naive UTC, so SQLite and PostgreSQL compare alike."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(timezone.utc).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=timezone.utc)
+
+
+class Base(DeclarativeBase):
+    """Declarative base of every izin table."""
+
+    # stable constraint names, so migrations can alter them on both backends
+    metadata = MetaData(naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    })
+
+
+def _normalise_url(url: str) -> str:
+    # psycopg 3 is the driver we ship; a bare postgresql:// would ask for psycopg2
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+def make_engine(url: str) -> Engine:
+    """Create an engine for a database URL, tuned per backend."""
+    url = _normalise_url(url)
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ConfigError(f"{url!r} is not a database URL; use sqlite:///izin.db or postgresql+psycopg://...",
+                          field="database.url") from None
+    if parsed.get_backend_name() == "sqlite":
+        engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+            dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+            cursor.close()
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(connection: Any) -> None:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+    if parsed.get_backend_name() == "postgresql":
+        return create_engine(url, pool_pre_ping=True)
+    raise ConfigError(f"unsupported database {parsed.get_backend_name()!r}; use sqlite or postgresql",
+                      field="database.url")
+
+
+def is_sqlite(engine: Engine) -> bool:
+    return engine.dialect.name == "sqlite"
+
+
+class Database:
+    """An engine and its session factory."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = make_engine(url)
+        self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A session whose transaction commits on success and rolls back on error."""
+        try:
+            with self.sessions.begin() as session:
+                yield session
+        except OperationalError as exc:
+            if _is_unreachable(exc):
+                raise ServiceUnavailable(f"database unreachable ({self.redacted_url}): {exc.orig}") from None
+            raise
+
+    @property
+    def redacted_url(self) -> str:
+        return make_url(_normalise_url(self.url)).render_as_string(hide_password=True)
+
+    def check_schema(self) -> None:
+        """Refuse to work on a database that `izin init` has not brought to the current schema."""
+        from alembic.runtime.migration import MigrationContext
+        from alembic.script import ScriptDirectory
+
+        try:
+            with self.engine.connect() as connection:
+                current = MigrationContext.configure(connection).get_current_revision()
+        except OperationalError as exc:
+            raise ServiceUnavailable(f"database unreachable ({self.redacted_url}): {exc.orig}") from None
+        head = ScriptDirectory.from_config(alembic_config(self.url)).get_current_head()
+        if current is None:
+            raise InputError(f"the database {self.redacted_url} has no izin schema; run `izin init` first")
+        if current != head:
+            raise InputError(f"the database {self.redacted_url} is at schema {current}, this izin needs {head}; "
+                             "run `izin init` to upgrade")
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def _is_unreachable(exc: OperationalError) -> bool:
+    text = str(exc.orig).lower()
+    return any(s in text for s in ("connection refused", "could not connect", "unable to open database",
+                                   "connection failed", "timeout expired", "server closed"))
+
+
+def alembic_config(url: str) -> Any:
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+    config.set_main_option("sqlalchemy.url", _normalise_url(url).replace("%", "%%"))
+    return config
+
+
+def upgrade(db: Database) -> tuple[str | None, str]:
+    """Create or upgrade the schema to the newest migration; return (before, after) revisions."""
+    from alembic import command
+    from alembic.runtime.migration import MigrationContext
+
+    config = alembic_config(db.url)
+    try:
+        with db.engine.begin() as connection:
+            before = MigrationContext.configure(connection).get_current_revision()
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
+            after = MigrationContext.configure(connection).get_current_revision()
+    except OperationalError as exc:
+        if _is_unreachable(exc):
+            raise ServiceUnavailable(f"database unreachable ({db.redacted_url}): {exc.orig}") from None
+        raise
+    return before, after or ""
+
+
+def table_names(db: Database) -> list[str]:
+    return sorted(inspect(db.engine).get_table_names())

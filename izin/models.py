@@ -1,0 +1,8 @@
+"""Every table, imported in one place so metadata is complete for migrations and tests."""
+
+from izin.consent.models import (Contact, ContactAddress, ContactEvent, ContactTag, ConsentEvent,
+                                 ConsentState, LedgerHead, PurgeRun)
+from izin.db import Base
+
+__all__ = ["Base", "Contact", "ContactAddress", "ContactEvent", "ContactTag", "ConsentEvent",
+           "ConsentState", "LedgerHead", "PurgeRun"]
