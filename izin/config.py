@@ -50,6 +50,11 @@ def _cap(value: str) -> str:
     return value
 
 
+def parse_retention(value: str) -> int:
+    """Whole years from '3y'; ValueError below the legal minimum of 3."""
+    return int(_retention(value)[:-1])
+
+
 def _retention(value: str) -> str:
     if not _RETENTION.match(value):
         raise ValueError(f"{value!r} is not a retention period; write whole years, e.g. 3y")
@@ -124,7 +129,7 @@ class Policy(_Section):
 
     @property
     def retention_years(self) -> int:
-        return int(self.retention[:-1])
+        return parse_retention(self.retention)
 
 
 class Iys(_Section):

@@ -129,8 +129,8 @@ def verify(session: Session, secret: str) -> Verification:
     last_id = expected_id - 1
     head = session.get(LedgerHead, 1)
     if head is None or head.last_id != last_id or head.last_hash != prev_hash:
-        head_id = head.last_id if head else "?"
-        return Verification(checked, last_id, prev_hash, last_id + 1,
+        head_id = head.last_id if head else 0
+        return Verification(checked, last_id, prev_hash, min(last_id, head_id) + 1,
                             f"the ledger ends at event #{last_id} but its head records #{head_id}: "
                             "the newest events were deleted, or events were appended outside izin")
     problem = _check_purges(session, secret, tombstones)

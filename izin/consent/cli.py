@@ -252,16 +252,15 @@ def purge(app: AppContext, older_than: str | None, as_json: bool) -> None:
     Also removes the targeting data (attributes, tags, birthday, events) of contacts who opted out
     everywhere. Purged events stay in the chain as signed tombstones, so `izin audit verify` still passes.
     """
-    from izin.config import Policy
+    from izin.config import parse_retention
     from izin.consent.retention import purge as run_purge
 
     years = app.settings.policy.retention_years
     if older_than is not None:
         try:
-            years = Policy(retention=older_than).retention_years
-        except Exception as exc:  # pydantic's ValidationError, reworded below
-            message = str(exc).split("Value error, ")[-1].splitlines()[0]
-            raise InputError(message, field="--older-than") from None
+            years = parse_retention(older_than)
+        except ValueError as exc:
+            raise InputError(str(exc), field="--older-than") from None
     secret = app.secret
     with app.database().session() as session:
         report = run_purge(session, clock.now(), years, secret)
