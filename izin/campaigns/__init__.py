@@ -1,0 +1,1 @@
+"""Campaigns: the YAML campaign spec, audiences, triggers, planning, deliveries and scheduling."""

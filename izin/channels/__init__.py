@@ -1,0 +1,1 @@
+"""Outbound channels (SMS, e-mail): encoding, sizing and provider adapters."""

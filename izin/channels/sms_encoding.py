@@ -1,0 +1,130 @@
+"""SMS sizing: which GSM 03.38 / 3GPP TS 23.038 encoding a text needs and how many parts it costs.
+
+Facts and limits come from /work/shared/reference/legal-6563-iys-kvkk.md section 4.3 and match
+Verimor's datacoding 0 (``gsm7``), 1 (``gsm7-tr``) and 2 (``ucs2``). The text is counted exactly as
+given: normalise it to NFC first, or a decomposed "ş" (s + combining cedilla) will count as UCS-2.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Encoding = Literal["gsm7", "gsm7-tr", "ucs2"]
+
+#: The 127 characters of the GSM 03.38 default alphabet (0x1B is ESC, not a character).
+#: 0x09 is taken as capital Ç, as in the spec text; Unicode's GSM0338.TXT maps it to small ç, so
+#: phones disagree on it and ç is left to the Turkish table, as Verimor does
+#: ("only Ş ş Ğ ğ ç ı İ count as Turkish; Ö ö Ü ü Ç go as datacoding=0").
+GSM7_DEFAULT: frozenset[str] = frozenset(
+    "@£$¥èéùìòÇ\nØø\rÅå"
+    "Δ_ΦΓΛΩΠΨΣΘΞÆæßÉ"
+    " !\"#¤%&'()*+,-./"
+    "0123456789:;<=>?"
+    "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§"
+    "¿abcdefghijklmnopqrstuvwxyzäöñüà"
+)
+
+#: Extension-table characters: sent as ESC + code, so each costs 2 septets. They stay reachable
+#: when the Turkish single shift table replaces the default extension table.
+GSM7_EXTENSION: frozenset[str] = frozenset("\f^{}\\[]~|€")
+
+#: Turkish letters reachable only through the Turkish national single shift table (Annex A.2.1,
+#: NLI 1): ESC + code, so each costs 2 septets, and the NLI header cuts capacity to 155/149.
+TURKISH_SHIFT: frozenset[str] = frozenset("ĞğİıŞşç")
+
+# (single message, per part when concatenated), in septets for GSM-7 and UTF-16 units for UCS-2.
+# The 140-octet payload loses the UDH: NLI single shift 3+1 octets, concatenation 5(+1) octets.
+_CAPACITY_UNITS: dict[str, tuple[int, int]] = {
+    "gsm7": (160, 153),
+    "gsm7-tr": (155, 149),
+    "ucs2": (70, 67),
+}
+
+# Every part must still hold one 2-unit character (escape pair or surrogate pair), whatever the
+# encoding turns out to be, so one bound serves all texts.
+_MAX_RESERVE_UNITS = min(part for _, part in _CAPACITY_UNITS.values()) - 2
+
+
+@dataclass(frozen=True, slots=True)
+class SmsLength:
+    """Encoding, size and part count of one SMS text."""
+
+    #: ``"gsm7"``, ``"gsm7-tr"`` (GSM-7 with the Turkish single shift table) or ``"ucs2"``.
+    encoding: Encoding
+    #: Septets for GSM-7 (escape characters count 2), UTF-16 code units for UCS-2 (emoji count 2).
+    units: int
+    #: Parts the operator bills; 1 for the empty text.
+    segments: int
+    #: Units that fit in a single, unconcatenated message, after the reserve.
+    single_limit: int
+    #: Units that fit in each part of a concatenated message, after the reserve.
+    part_limit: int
+
+
+def encode_info(text: str, *, reserve: int = 0) -> SmsLength:
+    """Pick the cheapest encoding for ``text``; count units and parts with ``reserve`` kept free."""
+    _check_reserve(reserve)
+    encoding = _detect_encoding(text)
+    single_units, part_units = _CAPACITY_UNITS[encoding]
+    single_limit = single_units - reserve
+    part_limit = part_units - reserve
+
+    costs_units = [_cost_units(char, encoding) for char in text]
+    units = sum(costs_units)
+    if units <= single_limit:
+        segments = 1
+    else:
+        segments = _count_parts(costs_units, part_limit)
+    return SmsLength(encoding, units, segments, single_limit, part_limit)
+
+
+def max_chars(encoding: Encoding, segments: int, reserve: int = 0) -> int:
+    """Most units (characters, when none costs 2) that fit in ``segments`` parts of ``encoding``."""
+    if encoding not in _CAPACITY_UNITS:
+        raise ValueError(f"unknown SMS encoding {encoding!r}; expected one of gsm7, gsm7-tr, ucs2")
+    if segments < 1:
+        raise ValueError(f"segments must be at least 1, got {segments}")
+    _check_reserve(reserve)
+    single_units, part_units = _CAPACITY_UNITS[encoding]
+    if segments == 1:
+        return single_units - reserve
+    return segments * (part_units - reserve)
+
+
+def _check_reserve(reserve: int) -> None:
+    if not 0 <= reserve <= _MAX_RESERVE_UNITS:
+        raise ValueError(f"reserve must be between 0 and {_MAX_RESERVE_UNITS}, got {reserve}")
+
+
+def _detect_encoding(text: str) -> Encoding:
+    needs_turkish = False
+    for char in text:
+        if char in GSM7_DEFAULT or char in GSM7_EXTENSION:
+            continue
+        if char in TURKISH_SHIFT:
+            needs_turkish = True
+            continue
+        return "ucs2"
+    return "gsm7-tr" if needs_turkish else "gsm7"
+
+
+def _cost_units(char: str, encoding: Encoding) -> int:
+    if encoding == "ucs2":
+        # Outside the BMP a character is a surrogate pair: two UTF-16 code units.
+        return 2 if ord(char) > 0xFFFF else 1
+    return 1 if char in GSM7_DEFAULT else 2
+
+
+def _count_parts(costs_units: list[int], part_limit: int) -> int:
+    # Handsets cannot rejoin an escape or surrogate pair cut across parts, so a 2-unit character
+    # that does not fit opens the next part; that can cost one part more than ceil(units / limit).
+    parts = 1
+    used_units = 0
+    for cost in costs_units:
+        if used_units + cost > part_limit:
+            parts += 1
+            used_units = cost
+        else:
+            used_units += cost
+    return parts
