@@ -2,5 +2,5 @@ from izin.db import table_names
 
 
 def test_migrated_schema_has_every_table(db):
-    assert table_names(db) == ["alembic_version", "consent_events", "consent_state", "contact_addresses",
-                               "contact_tags", "contacts", "events", "ledger_head", "purge_runs"]
+    assert table_names(db) == ["alembic_version", "campaigns", "consent_events", "consent_state", "contact_addresses",
+                               "contact_tags", "contacts", "deliveries", "events", "ledger_head", "purge_runs"]

@@ -1,0 +1,71 @@
+"""Tables of campaigns and their deliveries: the database is the source of truth for what is sent.
+
+A delivery is one (campaign, contact, occurrence), enforced by a unique constraint, so no retry,
+crash, duplicate tick or re-run can create a second one (invariant 7).
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+from sqlalchemy import (Boolean, Date, ForeignKey, Index, Integer, SmallInteger, String,
+                        UniqueConstraint)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from izin.db import Base, UTCDateTime
+
+#: the delivery state machine: scheduled → sending → sent | suppressed | deferred | failed
+DELIVERY_STATUSES = ("scheduled", "sending", "sent", "suppressed", "deferred", "failed")
+
+
+class Campaign(Base):
+    """A campaign as first seen by plan, schedule or run; its start bounds after_event follow-ups."""
+
+    __tablename__ = "campaigns"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Delivery(Base):
+    __tablename__ = "deliveries"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id"))
+    contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id"))
+    #: with campaign and contact, identifies the delivery for ever: '2026' for a birthday, an event id
+    occurrence: Mapped[str] = mapped_column(String(128))
+    channel: Mapped[str] = mapped_column(String(8))
+    #: the address it went (or would go) to; None once purged
+    recipient: Mapped[str | None] = mapped_column(String(320))
+    status: Mapped[str] = mapped_column(String(12))
+    reason: Mapped[str | None] = mapped_column(String(64))
+    #: counts toward the frequency cap; transactional messages do not
+    commercial: Mapped[bool] = mapped_column(Boolean)
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    #: when a deferred delivery may be tried again
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: the consent event that allowed it (None for transactional and TACIR-exempt messages)
+    consent_event_id: Mapped[int | None] = mapped_column(ForeignKey("consent_events.id"))
+    #: 'onay', 'tacir_exemption' or 'transactional'
+    basis: Mapped[str | None] = mapped_column(String(16))
+    #: the contact event an after_event delivery follows up
+    event_ref: Mapped[str | None] = mapped_column(String(128))
+    coupon_code: Mapped[str | None] = mapped_column(String(32), unique=True)
+    coupon_percent: Mapped[int | None] = mapped_column(SmallInteger)
+    coupon_expires_on: Mapped[date | None] = mapped_column(Date)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    #: a worker's claim on a 'sending' delivery lapses at this instant
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    provider_id: Mapped[str | None] = mapped_column(String(128))
+    segments: Mapped[int | None] = mapped_column(SmallInteger)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        UniqueConstraint("campaign_id", "contact_id", "occurrence"),
+        Index("ix_deliveries_status_next_attempt_at", "status", "next_attempt_at"),
+        Index("ix_deliveries_contact_sent_at", "contact_id", "sent_at"),
+    )
