@@ -57,12 +57,8 @@ def _latest_as_of(session: Session, recipient: str, channel: str, recipient_type
     return (row.status, row.id) if row else None
 
 
-def may_send(session: Session, contact: Contact, channel: str, at: datetime) -> Decision:
-    """Answer for one contact, channel and instant, with the consent event it rests on."""
-    recipient = contact_address(contact, channel)
-    if recipient is None or (channel == "sms" and not contact.phone_mobile):
-        return Decision(False, channel, recipient, reason=NO_ADDRESS)
-    latest = _latest_as_of(session, recipient, channel, contact.recipient_type, at)
+def _decide(contact: Contact, channel: str, recipient: str | None,
+            latest: tuple[str, int] | None) -> Decision:
     if latest is None:
         if contact.recipient_type == "TACIR":
             return Decision(True, channel, recipient, basis=ON_TACIR_EXEMPTION)
@@ -71,3 +67,50 @@ def may_send(session: Session, contact: Contact, channel: str, at: datetime) -> 
     if status == "ONAY":
         return Decision(True, channel, recipient, basis=ON_ONAY, event_id=event_id, status=status)
     return Decision(False, channel, recipient, reason=NO_CONSENT, event_id=event_id, status=status)
+
+
+def _usable_address(contact: Contact, channel: str) -> str | None:
+    recipient = contact_address(contact, channel)
+    if channel == "sms" and not contact.phone_mobile:
+        return None
+    return recipient
+
+
+def may_send(session: Session, contact: Contact, channel: str, at: datetime) -> Decision:
+    """Answer for one contact, channel and instant, with the consent event it rests on."""
+    recipient = _usable_address(contact, channel)
+    if recipient is None:
+        return Decision(False, channel, contact_address(contact, channel), reason=NO_ADDRESS)
+    return _decide(contact, channel, recipient, _latest_as_of(session, recipient, channel, contact.recipient_type, at))
+
+
+#: addresses looked up per query when deciding for many contacts
+_CHUNK = 1_000
+
+
+def may_send_many(session: Session, contacts: list[Contact], channel: str, at: datetime) -> dict[int, Decision]:
+    """The same answers as may_send for many contacts, reading current state in chunked queries."""
+    decisions: dict[int, Decision] = {}
+    wanted: dict[tuple[str, str], list[Contact]] = {}
+    for contact in contacts:
+        recipient = _usable_address(contact, channel)
+        if recipient is None:
+            decisions[contact.id] = Decision(False, channel, contact_address(contact, channel), reason=NO_ADDRESS)
+        else:
+            wanted.setdefault((recipient, contact.recipient_type), []).append(contact)
+    keys = list(wanted)
+    states: dict[tuple[str, str], ConsentState] = {}
+    for start in range(0, len(keys), _CHUNK):
+        recipients = {r for r, _ in keys[start:start + _CHUNK]}
+        for state in session.scalars(select(ConsentState).where(
+                ConsentState.channel == channel, ConsentState.recipient.in_(recipients))):
+            states[(state.recipient, state.recipient_type)] = state
+    for (recipient, recipient_type), group in wanted.items():
+        state = states.get((recipient, recipient_type))
+        if state is not None and state.recorded_at > at:
+            latest = _latest_as_of(session, recipient, channel, recipient_type, at)
+        else:
+            latest = (state.status, state.event_id) if state is not None else None
+        for contact in group:
+            decisions[contact.id] = _decide(contact, channel, recipient, latest)
+    return decisions

@@ -81,3 +81,29 @@ def test_asking_about_an_earlier_instant_reads_the_ledger_as_it_stood(db):
     assert decide(db, "C1", "email", at=T("2026-11-05T00:00:00+03:00")).allowed is True
     assert decide(db, "C1", "email", at=T("2026-10-30T00:00:00+03:00")).reason == "no_consent"
     assert decide(db, "C1", "email").allowed is False
+
+
+def test_many_agrees_with_one_by_one(db):
+    from izin.consent.gate import may_send_many
+
+    add_contact(db, "A", email="a@example.com", phone="+905321110001")
+    add_contact(db, "B", email="b@example.com", phone="+902125550000", mobile=False)
+    add_contact(db, "C", email="c@example.com")
+    add_contact(db, "T", email="t@firma.com.tr", recipient_type="TACIR")
+    add_contact(db, "N")
+    grant(db, "A", "email", "ONAY", "2026-11-01T10:00:00+03:00")
+    grant(db, "A", "sms", "ONAY", "2026-11-01T10:00:00+03:00")
+    grant(db, "C", "email", "ONAY", "2026-11-01T10:00:00+03:00")
+    grant(db, "C", "email", "RET", "2026-11-02T10:00:00+03:00", source="HS_EPOSTA")
+    for channel in ("email", "sms", "call"):
+        with db.session() as session:
+            contacts = list(session.scalars(select(Contact).order_by(Contact.id)))
+            many = may_send_many(session, contacts, channel, NOW)
+            single = {c.id: may_send(session, c, channel, NOW) for c in contacts}
+        assert many == single
+    with db.session() as session:
+        contacts = list(session.scalars(select(Contact).order_by(Contact.id)))
+        email = may_send_many(session, contacts, "email", NOW)
+    assert [(email[c.id].allowed, email[c.id].reason, email[c.id].basis) for c in contacts] == [
+        (True, None, "onay"), (False, "no_consent", None), (False, "no_consent", None),
+        (True, None, "tacir_exemption"), (False, "no_address", None)]
