@@ -23,7 +23,7 @@ from izin.errors import ConfigError
 DEFAULT_FILE = "izin.toml"
 DEFAULT_SECRET = "change-me"
 
-_WINDOW = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-3]|24):([0-5]\d)$")
+_WINDOW = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-(?:([01]\d|2[0-3]):([0-5]\d)|(24):(00))$")
 _CAP = re.compile(r"^([1-9]\d{0,3})/([1-9]\d{0,3})([dhw])$")
 _RETENTION = re.compile(r"^([1-9]\d?)y$")
 _HEADER = re.compile(r"^[A-Za-z0-9 .&\-]{3,11}$")
@@ -32,14 +32,15 @@ _HEADER = re.compile(r"^[A-Za-z0-9 .&\-]{3,11}$")
 def _timezone(value: str) -> str:
     try:
         ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a folder such as "Europe"
         raise ValueError(f"unknown time zone {value!r}; use an IANA name such as Europe/Istanbul") from None
     return value
 
 
 def _window(value: str) -> str:
     match = _WINDOW.match(value)
-    if not match or (match[3], match[4]) <= (match[1], match[2]) and match[3] != "24":
+    # the end is HH:MM after the start, or 24:00 (midnight at the end of the day)
+    if not match or match[5] is None and (match[3], match[4]) <= (match[1], match[2]):
         raise ValueError(f"{value!r} is not a window; write HH:MM-HH:MM with the start first, e.g. 09:00-21:00")
     return value
 
@@ -200,7 +201,10 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
     data: dict[str, Any] = {}
     if file.is_file():
         try:
-            data = tomllib.loads(file.read_text(encoding="utf-8"))
+            # utf-8-sig: Windows editors save a BOM that TOML itself does not allow
+            data = tomllib.loads(file.read_text(encoding="utf-8-sig"))
+        except OSError as exc:
+            raise ConfigError(f"cannot be read: {exc.strerror}", file=str(file)) from None
         except UnicodeDecodeError:
             raise ConfigError("is not UTF-8; save it as UTF-8", file=str(file)) from None
         except tomllib.TOMLDecodeError as exc:

@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 
-from izin.consent.csvio import CsvInput, ProgressFn, Row, batched
+from izin.consent.csvio import CsvInput, ProgressFn, Row, import_csv
 from izin.consent.ledger import LedgerWriter
 from izin.consent.models import Contact
 from izin.consent.report import ImportReport
@@ -36,24 +36,19 @@ def _consent_date(text: str | None, tz: ZoneInfo) -> datetime:
 def import_consents(db: Database, path: str, now: datetime, tz: ZoneInfo, rejects: str | None = None,
                     progress: ProgressFn | None = None) -> ImportReport:
     """Append every acceptable row to the ledger; refused rows go to the rejects file."""
-    report = ImportReport(file=str(path))
-    with CsvInput(path, required=REQUIRED) as source:
-        for rows in batched(source.rows(), BATCH_ROWS):
-            with db.session() as session:
-                writer = LedgerWriter(session)
-                contacts = {c.external_id: c for c in session.scalars(select(Contact).where(
-                    Contact.external_id.in_({r.get("external_id") for r in rows})))}
-                for row in rows:
-                    reason = _record(writer, contacts, row, now, tz)
-                    if reason:
-                        source.reject(row, reason)
-                    else:
-                        report.imported += 1
-            if progress:
-                progress(source.position)
-        report.rejected = len(source.rejected)
-        report.rejects_file = source.write_rejects(rejects)
-    return report
+    def handle(source: CsvInput, rows: list[Row], report: ImportReport) -> None:
+        with db.session() as session:
+            writer = LedgerWriter(session)
+            contacts = {c.external_id: c for c in session.scalars(select(Contact).where(
+                Contact.external_id.in_({r.get("external_id") for r in rows})))}
+            for row in rows:
+                reason = _record(writer, contacts, row, now, tz)
+                if reason:
+                    source.reject(row, reason)
+                else:
+                    report.imported += 1
+
+    return import_csv(path, REQUIRED, rejects, progress, handle, BATCH_ROWS)
 
 
 def _record(writer: LedgerWriter, contacts: dict[str, Contact], row: Row, now: datetime, tz: ZoneInfo) -> str | None:

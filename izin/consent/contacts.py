@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta, timezone
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -18,7 +18,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from izin.consent.addresses import AddressError, normalise_email, normalise_phone
-from izin.consent.csvio import CsvInput, ProgressFn, Row, batched
+from izin.consent.csvio import CsvInput, ProgressFn, Row, import_csv
 from izin.consent.models import RECIPIENT_TYPES, Contact, ContactAddress, ContactTag
 from izin.consent.report import ImportReport
 from izin.db import Database
@@ -33,6 +33,7 @@ _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 # a plain decimal becomes a number so segments can compare numerically; "06100" stays text
 _NUMBER = re.compile(r"^-?(0|[1-9]\d{0,17})(\.\d+)?$")
 _TAG = re.compile(r"^[^;]{1,64}$")
+_LATEST_OFFSET = timezone(timedelta(hours=14))
 
 
 class RowError(ValueError):
@@ -92,7 +93,7 @@ def parse_contact(row: Row, today: date) -> ContactFields:
     if (tz := row.get("timezone")) is not None:
         try:
             ZoneInfo(tz)
-        except (ZoneInfoNotFoundError, ValueError):
+        except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a folder such as "Europe"
             raise RowError(f"timezone: {tz!r} is not an IANA time zone; use e.g. Europe/Istanbul") from None
         f["timezone"] = tz
     if (rtype := row.get("recipient_type")) is not None:
@@ -185,28 +186,26 @@ def upsert(session: Session, parsed: ContactFields, existing: Contact | None, no
 def import_contacts(db: Database, path: str, now: datetime, rejects: str | None = None,
                     progress: ProgressFn | None = None) -> ImportReport:
     """Upsert every valid row of a contacts CSV; write the others to the rejects file."""
-    report = ImportReport(file=str(path))
-    with CsvInput(path, required=("external_id",)) as source:
-        for rows in batched(source.rows(), BATCH_ROWS):
-            parsed: list[tuple[Row, ContactFields]] = []
-            for row in rows:
-                try:
-                    parsed.append((row, parse_contact(row, now.date())))
-                except RowError as exc:
-                    source.reject(row, str(exc))
-            with db.session() as session:
-                ids = {p.external_id for _, p in parsed}
-                known = {c.external_id: c for c in session.scalars(
-                    select(Contact).where(Contact.external_id.in_(ids)))}
-                for _row, fields in parsed:
-                    outcome = upsert(session, fields, known.get(fields.external_id), now)
-                    if outcome == "imported":
-                        session.flush()
-                        known[fields.external_id] = session.scalars(select(Contact).where(
-                            Contact.external_id == fields.external_id)).one()
-                    setattr(report, outcome, getattr(report, outcome) + 1)
-            if progress:
-                progress(source.position)
-        report.rejected = len(source.rejected)
-        report.rejects_file = source.write_rejects(rejects)
-    return report
+    # a birthday is in the future only when it is after today everywhere (UTC+14 is the latest
+    # date on earth): someone born today in Türkiye is not refused in the hours before UTC midnight
+    today = now.astimezone(_LATEST_OFFSET).date()
+
+    def handle(source: CsvInput, rows: list[Row], report: ImportReport) -> None:
+        parsed: list[ContactFields] = []
+        for row in rows:
+            try:
+                parsed.append(parse_contact(row, today))
+            except RowError as exc:
+                source.reject(row, str(exc))
+        with db.session() as session:
+            known = {c.external_id: c for c in session.scalars(
+                select(Contact).where(Contact.external_id.in_({p.external_id for p in parsed})))}
+            for fields in parsed:
+                outcome = upsert(session, fields, known.get(fields.external_id), now)
+                if outcome == "imported":
+                    session.flush()
+                    known[fields.external_id] = session.scalars(select(Contact).where(
+                        Contact.external_id == fields.external_id)).one()
+                setattr(report, outcome, getattr(report, outcome) + 1)
+
+    return import_csv(path, ("external_id",), rejects, progress, handle, BATCH_ROWS)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from izin.consent.report import ImportReport
 from izin.errors import InputError
 
 #: bytes read per step when checking the encoding
@@ -47,10 +48,13 @@ def _check_encoding(path: Path) -> None:
             try:
                 decoder.decode(chunk)
             except UnicodeDecodeError as exc:
-                line += chunk[: exc.start].count(b"\n")
-                raise InputError(f"is not UTF-8 (byte 0x{chunk[exc.start]:02x} on line {line}); "
+                # exc.object is what the decoder saw: the chunk without a leading BOM, or with the
+                # bytes of a character split at the previous chunk's end before it (never a newline)
+                seen = exc.object
+                line += seen[: exc.start].count(b"\n")
+                raise InputError(f"is not UTF-8 (byte 0x{seen[exc.start]:02x}); "
                                  "save the file as UTF-8 (Excel: CSV UTF-8) and import again",
-                                 file=str(path)) from None
+                                 file=str(path), line=line) from None
             line += chunk.count(b"\n")
         try:
             decoder.decode(b"", final=True)
@@ -86,7 +90,8 @@ class CsvInput:
         self.columns = [c.strip() for c in header]
         seen: set[str] = set()
         for column in self.columns:
-            if column in seen:
+            # unnamed columns (Excel's trailing commas) may repeat; their cells are ignored
+            if column and column in seen:
                 self.close()
                 raise InputError(f"column {column!r} appears twice in the header; keep one",
                                  file=str(self.path), line=1)
@@ -94,8 +99,11 @@ class CsvInput:
         missing = [c for c in required if c not in seen]
         if missing:
             self.close()
-            raise InputError(f"missing required column {missing[0]!r}; the header has: {', '.join(self.columns)}",
-                             file=str(self.path), line=1)
+            hint = ""
+            if len(self.columns) == 1 and ";" in self.columns[0]:
+                hint = " (the columns are separated by ';'; save the file comma-separated, Excel: CSV UTF-8)"
+            raise InputError(f"missing required column {missing[0]!r}; the header has: {', '.join(self.columns)}"
+                             + hint, file=str(self.path), line=1)
         self.rejected: list[tuple[Row, str]] = []
 
     @property
@@ -114,7 +122,10 @@ class CsvInput:
                 return
             except csv.Error as exc:
                 line = self._reader.line_num
-                self.reject(Row(start, [], {}), f"row: cannot be read as CSV ({exc})")
+                if "field limit" in str(exc):
+                    self.reject(Row(start, [], {}), f"row: a cell is longer than {MAX_CELL_CHARS} characters")
+                else:
+                    self.reject(Row(start, [], {}), f"row: cannot be read as CSV ({exc})")
                 continue
             line = self._reader.line_num
             if not cells or not any(c.strip() for c in cells):
@@ -134,17 +145,45 @@ class CsvInput:
     def reject(self, row: Row, reason: str) -> None:
         self.rejected.append((row, reason))
 
+    def rejects_path(self, target: str | os.PathLike[str] | None) -> Path:
+        """Where the rejects go: `target`, else FILE.rejects.csv in the working directory."""
+        return Path(target) if target else Path(self.path.stem + ".rejects.csv")
+
+    def check_rejects_target(self, target: str | os.PathLike[str] | None) -> None:
+        """Refuse, before importing anything, a rejects file that could not be written."""
+        path = self.rejects_path(target)
+        folder = path.parent  # Path("x").parent is Path(".")
+        if path.is_dir():
+            raise InputError("is a folder; give a file name for the rejects", file=str(path), field="--rejects")
+        if not folder.is_dir():
+            raise InputError(f"folder {str(folder)!r} does not exist; create it or choose another rejects file",
+                             file=str(path), field="--rejects")
+        if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+            raise InputError("cannot be written; choose another rejects file", file=str(path), field="--rejects")
+
+    def reason_counts(self) -> dict[str, int]:
+        """Rejected rows per column (a reason's text before its first ':')."""
+        counts: dict[str, int] = {}
+        for _row, reason in self.rejected:
+            key = reason.split(":", 1)[0]
+            counts[key] = counts.get(key, 0) + 1
+        return counts
+
     def write_rejects(self, target: str | os.PathLike[str] | None) -> Path | None:
-        """Write rejected rows (original columns + line + reason); default ./FILE.rejects.csv."""
+        """Write rejected rows (original columns + line + reason), in file order; default ./FILE.rejects.csv."""
         if not self.rejected:
             return None
-        path = Path(target) if target else Path(self.path.stem + ".rejects.csv")
-        with path.open("w", encoding="utf-8", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow([*self.columns, "line", "reason"])
-            for row, reason in self.rejected:
-                cells = (row.cells + [""] * len(self.columns))[: len(self.columns)]
-                writer.writerow([*cells, row.line, reason])
+        path = self.rejects_path(target)
+        try:
+            with path.open("w", encoding="utf-8", newline="") as f:
+                writer = csv.writer(f)
+                writer.writerow([*self.columns, "line", "reason"])
+                for row, reason in sorted(self.rejected, key=lambda item: item[0].line):
+                    cells = (row.cells + [""] * len(self.columns))[: len(self.columns)]
+                    writer.writerow([*cells, row.line, reason])
+        except OSError as exc:
+            raise InputError(f"cannot be written ({exc.strerror}); the valid rows were imported, "
+                             f"{len(self.rejected)} rows were rejected", file=str(path), field="--rejects") from None
         return path
 
     def close(self) -> None:
@@ -170,3 +209,21 @@ def batched(rows: Iterator[Row], size: int) -> Iterator[list[Row]]:
 
 
 ProgressFn = Callable[[int], None]
+#: handles one batch of rows: rejects bad ones on the input, counts outcomes on the report
+BatchFn = Callable[["CsvInput", list[Row], ImportReport], None]
+
+
+def import_csv(path: str | os.PathLike[str], required: tuple[str, ...], rejects: str | None,
+               progress: ProgressFn | None, handle: BatchFn, batch_rows: int = 1_000) -> ImportReport:
+    """The frame every import shares: open and check the file, feed batches, write the rejects."""
+    report = ImportReport(file=str(path))
+    with CsvInput(path, required=required) as source:
+        source.check_rejects_target(rejects)
+        for rows in batched(source.rows(), batch_rows):
+            handle(source, rows, report)
+            if progress:
+                progress(source.position)
+        report.rejected = len(source.rejected)
+        report.reasons = source.reason_counts()
+        report.rejects_file = source.write_rejects(rejects)
+    return report

@@ -10,13 +10,13 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from datetime import datetime
+from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 
 from izin.consent.contacts import RowError, attribute_value
-from izin.consent.csvio import CsvInput, ProgressFn, Row, batched
+from izin.consent.csvio import CsvInput, ProgressFn, Row, import_csv
 from izin.consent.models import Contact, ContactEvent
 from izin.consent.report import ImportReport
 from izin.db import Database
@@ -24,6 +24,8 @@ from izin.db import Database
 REQUIRED = ("external_id", "event", "occurred_at")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 BATCH_ROWS = 1_000
+#: older times are typing mistakes (and year 1 would not even convert to UTC)
+EARLIEST = datetime(1900, 1, 1, tzinfo=timezone.utc)
 
 
 def parse_event(row: Row, now: datetime, tz: ZoneInfo) -> dict[str, object]:
@@ -32,6 +34,8 @@ def parse_event(row: Row, now: datetime, tz: ZoneInfo) -> dict[str, object]:
     if external_id is None:
         raise RowError("external_id: is empty; name the contact the event belongs to")
     name = (row.get("event") or "").lower()
+    if not name:
+        raise RowError("event: is empty; name the event, e.g. purchase")
     if not _NAME.match(name):
         raise RowError(f"event: {row.get('event')!r} is not an event name; use lower-case letters, digits, "
                        "'_', '-' or '.', e.g. purchase")
@@ -46,11 +50,15 @@ def parse_event(row: Row, now: datetime, tz: ZoneInfo) -> dict[str, object]:
         occurred = occurred.replace(tzinfo=tz)
     if occurred > now:
         raise RowError(f"occurred_at: {text} is in the future")
+    if occurred < EARLIEST:
+        raise RowError(f"occurred_at: {text} is before 1900")
     attributes = {c: attribute_value(v.strip()) for c, v in row.values.items()
                   if c not in (*REQUIRED, "event_id") and c and v.strip()}
     event_id = row.get("event_id")
     if event_id is None:
-        digest = hashlib.sha256(json.dumps([external_id, name, occurred.isoformat(), attributes],
+        # the instant in UTC: 14:30+03:00 and 11:30Z are the same event
+        instant = occurred.astimezone(timezone.utc).isoformat()
+        digest = hashlib.sha256(json.dumps([external_id, name, instant, attributes],
                                            sort_keys=True, default=str).encode()).hexdigest()
         event_id = "auto-" + digest[:32]
     elif len(event_id) > 128:
@@ -62,38 +70,34 @@ def parse_event(row: Row, now: datetime, tz: ZoneInfo) -> dict[str, object]:
 def import_events(db: Database, path: str, now: datetime, tz: ZoneInfo, rejects: str | None = None,
                   progress: ProgressFn | None = None) -> ImportReport:
     """Record every new event of a CSV; already-known event_ids count as unchanged."""
-    report = ImportReport(file=str(path))
     seen: set[str] = set()
-    with CsvInput(path, required=REQUIRED) as source:
-        for rows in batched(source.rows(), BATCH_ROWS):
-            parsed: list[tuple[Row, dict[str, object]]] = []
-            for row in rows:
-                try:
-                    parsed.append((row, parse_event(row, now, tz)))
-                except RowError as exc:
-                    source.reject(row, str(exc))
-            with db.session() as session:
-                contacts = {external_id: contact_id for external_id, contact_id in session.execute(
-                    select(Contact.external_id, Contact.id).where(
-                        Contact.external_id.in_({str(p["external_id"]) for _, p in parsed})))}
-                known = set(session.scalars(select(ContactEvent.event_id).where(
-                    ContactEvent.event_id.in_({str(p["event_id"]) for _, p in parsed}))))
-                for row, event in parsed:
-                    contact_id = contacts.get(str(event["external_id"]))
-                    if contact_id is None:
-                        source.reject(row, f"external_id: no contact {event['external_id']!r}; "
-                                           "import the contact first")
-                        continue
-                    if event["event_id"] in known or event["event_id"] in seen:
-                        report.unchanged += 1
-                        continue
-                    seen.add(str(event["event_id"]))
-                    session.add(ContactEvent(event_id=event["event_id"], contact_id=contact_id,
-                                             name=event["name"], occurred_at=event["occurred_at"],
-                                             attributes=event["attributes"], imported_at=now))
-                    report.imported += 1
-            if progress:
-                progress(source.position)
-        report.rejected = len(source.rejected)
-        report.rejects_file = source.write_rejects(rejects)
-    return report
+
+    def handle(source: CsvInput, rows: list[Row], report: ImportReport) -> None:
+        parsed: list[tuple[Row, dict[str, object]]] = []
+        for row in rows:
+            try:
+                parsed.append((row, parse_event(row, now, tz)))
+            except RowError as exc:
+                source.reject(row, str(exc))
+        with db.session() as session:
+            contacts = {external_id: contact_id for external_id, contact_id in session.execute(
+                select(Contact.external_id, Contact.id).where(
+                    Contact.external_id.in_({str(p["external_id"]) for _, p in parsed})))}
+            known = set(session.scalars(select(ContactEvent.event_id).where(
+                ContactEvent.event_id.in_({str(p["event_id"]) for _, p in parsed}))))
+            for row, event in parsed:
+                contact_id = contacts.get(str(event["external_id"]))
+                if contact_id is None:
+                    source.reject(row, f"external_id: no contact {event['external_id']!r}; "
+                                       "import the contact first")
+                    continue
+                if event["event_id"] in known or event["event_id"] in seen:
+                    report.unchanged += 1
+                    continue
+                seen.add(str(event["event_id"]))
+                session.add(ContactEvent(event_id=event["event_id"], contact_id=contact_id,
+                                         name=event["name"], occurred_at=event["occurred_at"],
+                                         attributes=event["attributes"], imported_at=now))
+                report.imported += 1
+
+    return import_csv(path, REQUIRED, rejects, progress, handle, BATCH_ROWS)

@@ -18,7 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from izin.clock import ISTANBUL, iso_istanbul, iso_utc
-from izin.consent.models import (ADDRESS_KIND, CHANNELS, GENESIS_HASH, RECIPIENT_TYPES, STATUSES,
+from izin.consent.models import (ADDRESS_KIND, CHANNELS, RECIPIENT_TYPES, STATUSES,
                                  ConsentEvent, ConsentState, Contact, LedgerHead)
 from izin.errors import ConsentRefused
 

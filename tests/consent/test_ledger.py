@@ -10,7 +10,8 @@ from sqlalchemy import select
 
 from conftest import add_contact
 from izin.clock import parse_instant
-from izin.consent.ledger import GENESIS_HASH, LedgerWriter, canonical, event_hash
+from izin.consent.ledger import LedgerWriter, canonical, event_hash
+from izin.consent.models import GENESIS_HASH
 from izin.consent.models import ConsentEvent, ConsentState, Contact, LedgerHead
 from izin.errors import ConsentRefused
 
