@@ -84,6 +84,8 @@ class Plan:
     at: datetime
     deliveries: list[PlannedDelivery] = field(default_factory=list)
     skipped: Counter[str] = field(default_factory=Counter)
+    #: over a frequency cap: not in `deliveries`, but scheduling stores them deferred until the cap frees
+    capped: list[PlannedDelivery] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {"campaign": self.campaign, "at": iso_utc(self.at).replace(".000000", ""),
@@ -163,14 +165,17 @@ def _existing(session: Session, campaign_id: int, candidates: list[Candidate]) -
 
 
 def cap_counts(session: Session, contact_ids: list[int], since: datetime, at: datetime,
-               campaign_id: int | None = None) -> Counter[int]:
+               campaign_id: int | None = None, statuses: tuple[str, ...] = _CAP_STATUSES,
+               exclude_id: int | None = None) -> Counter[int]:
     """Commercial deliveries per contact that count toward a cap in (since, at]."""
     counts: Counter[int] = Counter()
     moment = func.coalesce(Delivery.sent_at, Delivery.due_at)
     for start in range(0, len(contact_ids), _CHUNK):
         query = (select(Delivery.contact_id, func.count()).where(
             Delivery.contact_id.in_(contact_ids[start:start + _CHUNK]), Delivery.commercial.is_(True),
-            Delivery.status.in_(_CAP_STATUSES), moment > since, moment <= at).group_by(Delivery.contact_id))
+            Delivery.status.in_(statuses), moment > since, moment <= at).group_by(Delivery.contact_id))
+        if exclude_id is not None:
+            query = query.where(Delivery.id != exclude_id)
         if campaign_id is not None:
             query = query.where(Delivery.campaign_id == campaign_id)
         counts.update({contact_id: n for contact_id, n in session.execute(query)})
@@ -188,7 +193,7 @@ def plan_campaign(session: Session, campaign: spec.Campaign, settings: Settings,
     commercial = campaign.purpose == "commercial"
     contacts = list({c.contact.id: c.contact for c in fresh}.values())
     decisions = {channel: _decisions(session, contacts, channel, at, commercial) for channel in campaign.channels}
-    caps = _caps(campaign, settings, row.id) if commercial else []
+    caps = caps_for(campaign, settings, row.id) if commercial else []
     counts = [cap_counts(session, [c.id for c in contacts], at - period, at, campaign_id)
               for _count, period, campaign_id in caps]
     start, end = settings.policy.window_local
@@ -199,23 +204,45 @@ def plan_campaign(session: Session, campaign: spec.Campaign, settings: Settings,
             reasons = {decisions[ch][contact.id].reason for ch in campaign.channels}
             plan.skipped[NO_ADDRESS if reasons == {NO_ADDRESS} else NO_CONSENT] += 1
             continue
-        if any(counted[contact.id] >= cap[0] for cap, counted in zip(caps, counts)):
+        tz = _tz(contact, settings.policy.timezone)
+        due = candidate.due_at
+        planned = PlannedDelivery(
+            contact_id=contact.id, external_id=contact.external_id, channel=chosen.channel,
+            recipient=chosen.recipient or "", occurrence=candidate.occurrence, due_at=due,
+            timezone=tz.key, status="scheduled", reason=None, next_attempt_at=None,
+            consent_event_id=chosen.event_id, basis=chosen.basis or "transactional",
+            event_ref=candidate.event_ref, event_attributes=candidate.event_attributes)
+        over = [cap for cap, counted in zip(caps, counts) if counted[contact.id] >= cap[0]]
+        if over:
             plan.skipped["frequency_cap"] += 1
+            planned.status, planned.reason = "deferred", "frequency_cap"
+            planned.next_attempt_at = cap_release(session, contact.id, over, at)
+            plan.capped.append(planned)
             continue
         for counted in counts:
             counted[contact.id] += 1  # later occurrences in this same plan count too
-        tz = _tz(contact, settings.policy.timezone)
-        due = candidate.due_at
-        inside = in_window(max(due, at), tz, start, end)
-        plan.deliveries.append(PlannedDelivery(
-            contact_id=contact.id, external_id=contact.external_id, channel=chosen.channel,
-            recipient=chosen.recipient or "", occurrence=candidate.occurrence, due_at=due,
-            timezone=tz.key, status="scheduled" if inside else "deferred",
-            reason=None if inside else "send_window",
-            next_attempt_at=None if inside else next_open(max(due, at), tz, start, end),
-            consent_event_id=chosen.event_id, basis=chosen.basis or "transactional",
-            event_ref=candidate.event_ref, event_attributes=candidate.event_attributes))
+        if not in_window(max(due, at), tz, start, end):
+            planned.status, planned.reason = "deferred", "send_window"
+            planned.next_attempt_at = next_open(max(due, at), tz, start, end)
+        plan.deliveries.append(planned)
     return plan
+
+
+def cap_release(session: Session, contact_id: int, caps: list[tuple[int, timedelta, int | None]], at: datetime,
+                statuses: tuple[str, ...] = _CAP_STATUSES) -> datetime:
+    """The first instant at which every cap in `caps` has room for one more message."""
+    release = at
+    moment = func.coalesce(Delivery.sent_at, Delivery.due_at)
+    for count, period, campaign_id in caps:
+        query = (select(moment).where(Delivery.contact_id == contact_id, Delivery.commercial.is_(True),
+                                      Delivery.status.in_(statuses), moment > at - period, moment <= at)
+                 .order_by(moment.desc()).limit(count))
+        if campaign_id is not None:
+            query = query.where(Delivery.campaign_id == campaign_id)
+        moments = list(session.scalars(query))
+        if len(moments) >= count:
+            release = max(release, moments[count - 1] + period)
+    return release
 
 
 def _decisions(session: Session, contacts: list[Contact], channel: str, at: datetime,
@@ -228,7 +255,7 @@ def _decisions(session: Session, contacts: list[Contact], channel: str, at: date
             Decision(True, channel, d.recipient, basis="transactional") for cid, d in decisions.items()}
 
 
-def _caps(campaign: spec.Campaign, settings: Settings, campaign_id: int) -> list[tuple[int, timedelta, int | None]]:
+def caps_for(campaign: spec.Campaign, settings: Settings, campaign_id: int) -> list[tuple[int, timedelta, int | None]]:
     """(count, period, campaign id, or None for the global cap across all commercial campaigns)."""
     global_cap = spec.parse_cap(settings.policy.frequency_cap)
     caps: list[tuple[int, timedelta, int | None]] = [(global_cap.count, global_cap.period, None)]

@@ -3,6 +3,13 @@
 Facts and limits come from /work/shared/reference/legal-6563-iys-kvkk.md section 4.3 and match
 Verimor's datacoding 0 (``gsm7``), 1 (``gsm7-tr``) and 2 (``ucs2``). The text is counted exactly as
 given: normalise it to NFC first, or a decomposed "ş" (s + combining cedilla) will count as UCS-2.
+
+``gsm7-tr`` is what Turkish providers send as "Turkish" data coding: the Turkish national *locking*
+shift table (3GPP TS 23.038 A.3.1) replaces the default alphabet, so Ğ ğ İ ı Ş ş ç cost one septet
+each (Verimor: datacoding 1 holds 155/298/447...1043 characters and "only Ş ş Ğ ğ ç ı İ count as
+Turkish"; Infobip: "ğ Ğ via locking shift at 1 GSM-7 char"). The locking table gives up
+è ì Ø ø Æ æ ¡ ¿ to make room, so a text that needs both goes as UCS-2: text is never
+transliterated to fit a cheaper encoding.
 """
 
 from __future__ import annotations
@@ -25,16 +32,21 @@ GSM7_DEFAULT: frozenset[str] = frozenset(
     "¿abcdefghijklmnopqrstuvwxyzäöñüà"
 )
 
-#: Extension-table characters: sent as ESC + code, so each costs 2 septets. They stay reachable
-#: when the Turkish single shift table replaces the default extension table.
+#: Extension-table characters: sent as ESC + code, so each costs 2 septets, also under the
+#: Turkish table (the locking table holds € at one septet, but Verimor counts € as 2 in every
+#: data coding; counting 2 can only over-estimate, never cut a message short).
 GSM7_EXTENSION: frozenset[str] = frozenset("\f^{}\\[]~|€")
 
-#: Turkish letters reachable only through the Turkish national single shift table (Annex A.2.1,
-#: NLI 1): ESC + code, so each costs 2 septets, and the NLI header cuts capacity to 155/149.
+#: Turkish letters outside the default alphabet. The Turkish locking shift table (Annex A.3.1,
+#: NLI 1) puts each at one septet; its UDH header cuts capacity to 155/149.
 TURKISH_SHIFT: frozenset[str] = frozenset("ĞğİıŞşç")
 
+#: Default-alphabet characters whose codes the Turkish locking shift table gives to the Turkish
+#: letters (è→€, ì→ı, Ø→Ğ, ø→ğ, Æ→Ş, æ→ş, ¡→İ, ¿→ç): with a Turkish letter they force UCS-2.
+LOCKING_SHIFT_DROPPED: frozenset[str] = frozenset("èìØøÆæ¡¿")
+
 # (single message, per part when concatenated), in septets for GSM-7 and UTF-16 units for UCS-2.
-# The 140-octet payload loses the UDH: NLI single shift 3+1 octets, concatenation 5(+1) octets.
+# The 140-octet payload loses the UDH: NLI locking shift 3+1 octets, concatenation 5(+1) octets.
 _CAPACITY_UNITS: dict[str, tuple[int, int]] = {
     "gsm7": (160, 153),
     "gsm7-tr": (155, 149),
@@ -50,7 +62,7 @@ _MAX_RESERVE_UNITS = min(part for _, part in _CAPACITY_UNITS.values()) - 2
 class SmsLength:
     """Encoding, size and part count of one SMS text."""
 
-    #: ``"gsm7"``, ``"gsm7-tr"`` (GSM-7 with the Turkish single shift table) or ``"ucs2"``.
+    #: ``"gsm7"``, ``"gsm7-tr"`` (GSM-7 with the Turkish locking shift table) or ``"ucs2"``.
     encoding: Encoding
     #: Septets for GSM-7 (escape characters count 2), UTF-16 code units for UCS-2 (emoji count 2).
     units: int
@@ -99,21 +111,29 @@ def _check_reserve(reserve: int) -> None:
 
 def _detect_encoding(text: str) -> Encoding:
     needs_turkish = False
+    needs_dropped = False
     for char in text:
-        if char in GSM7_DEFAULT or char in GSM7_EXTENSION:
+        if char in GSM7_DEFAULT:
+            needs_dropped = needs_dropped or char in LOCKING_SHIFT_DROPPED
+            continue
+        if char in GSM7_EXTENSION:
             continue
         if char in TURKISH_SHIFT:
             needs_turkish = True
             continue
         return "ucs2"
-    return "gsm7-tr" if needs_turkish else "gsm7"
+    if needs_turkish:
+        return "ucs2" if needs_dropped else "gsm7-tr"
+    return "gsm7"
 
 
 def _cost_units(char: str, encoding: Encoding) -> int:
     if encoding == "ucs2":
         # Outside the BMP a character is a surrogate pair: two UTF-16 code units.
         return 2 if ord(char) > 0xFFFF else 1
-    return 1 if char in GSM7_DEFAULT else 2
+    # Default and Turkish letters are one septet (the Turkish one through the locking table);
+    # only the extension characters need ESC + code.
+    return 2 if char in GSM7_EXTENSION else 1
 
 
 def _count_parts(costs_units: list[int], part_limit: int) -> int:

@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from izin.clock import ISTANBUL, iso_istanbul, iso_utc
@@ -167,4 +167,21 @@ class LedgerWriter:
         state.status, state.event_id = status, event.id
         state.consent_date, state.recorded_at = consent_date, now
         state.ever_onay = state.ever_onay or status == "ONAY"
+        if status == "RET":
+            cancelled = cancel_queued(self.session, recipient, channel, now)
+            if cancelled:
+                notes.append(f"cancelled {cancelled} queued deliveries to {recipient} on {channel}")
         return Recorded(event=event, notes=notes)
+
+
+def cancel_queued(session: Session, recipient: str, channel: str, now: datetime) -> int:
+    """Invariant 6: an opt-out suppresses queued commercial deliveries in the same transaction."""
+    # deliveries belong to campaigns/, but an opt-out that could forget them would break the law
+    from izin.campaigns.models import Delivery
+
+    result = session.execute(
+        update(Delivery)
+        .where(Delivery.recipient == recipient, Delivery.channel == channel, Delivery.commercial.is_(True),
+               Delivery.status.in_(("scheduled", "deferred")))
+        .values(status="suppressed", reason="consent_withdrawn", updated_at=now, next_attempt_at=None))
+    return result.rowcount or 0

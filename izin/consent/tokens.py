@@ -71,7 +71,8 @@ def _keys(secret: str) -> tuple[bytes, bytes, bytes]:
 def _keystream(enc_key: bytes, nonce: bytes, length: int) -> bytes:
     blocks = []
     for counter in range((length + 31) // 32):
-        blocks.append(hmac.new(enc_key, nonce + counter.to_bytes(4, "big"), hashlib.sha256).digest())
+        block = hmac.new(enc_key, nonce + counter.to_bytes(4, "big"), hashlib.sha256)
+        blocks.append(block.digest())
     return b"".join(blocks)[:length]
 
 
@@ -86,7 +87,8 @@ def _tag(mac_key: bytes, signed: bytes) -> bytes:
 def make_token(secret: str, recipient: str, channel: str) -> str:
     """An opaque token naming (``recipient``, ``channel``), signed with ``secret``."""
     if channel not in TOKEN_CHANNELS:
-        raise ValueError(f"unknown channel {channel!r}; expected one of {', '.join(TOKEN_CHANNELS)}")
+        raise ValueError(f"unknown channel {channel!r}; "
+                         f"expected one of {', '.join(TOKEN_CHANNELS)}")
     if not isinstance(recipient, str) or not recipient:
         raise ValueError("the recipient address must be a non-empty string")
     address = recipient.encode("utf-8")
@@ -95,7 +97,8 @@ def make_token(secret: str, recipient: str, channel: str) -> str:
     key_id, enc_key, mac_key = _keys(secret)
     nonce = _random.token_bytes(_NONCE_BYTES)
     plaintext = bytes([TOKEN_CHANNELS.index(channel)]) + address
-    signed = bytes([_VERSION]) + key_id + nonce + _xor(plaintext, _keystream(enc_key, nonce, len(plaintext)))
+    ciphertext = _xor(plaintext, _keystream(enc_key, nonce, len(plaintext)))
+    signed = bytes([_VERSION]) + key_id + nonce + ciphertext
     raw = signed + _tag(mac_key, signed)
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
 

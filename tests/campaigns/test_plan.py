@@ -198,3 +198,11 @@ def test_transactional_needs_an_address_but_no_consent(db):
                   at=T("2026-11-24T12:00:00+03:00"))
     assert [(d.external_id, d.basis, d.consent_event_id) for d in result.deliveries] == [("A", "transactional", None)]
     assert result.skipped["no_address"] == 1
+
+
+def test_capped_contacts_are_kept_for_later_with_the_release_time(db, crowd):
+    result = plan(db, BIRTHDAY)
+    assert [(d.external_id, d.status, d.reason, d.next_attempt_at) for d in result.capped] == [
+        # three deliveries on 20, 21 and 22 November at 10:00 fill 3/7d; the oldest leaves the window on the 27th
+        ("B9", "deferred", "frequency_cap", T("2026-11-27T10:00:00+03:00")),
+    ]

@@ -5,6 +5,7 @@ import pytest
 from izin.channels.sms_encoding import (
     GSM7_DEFAULT,
     GSM7_EXTENSION,
+    LOCKING_SHIFT_DROPPED,
     TURKISH_SHIFT,
     SmsLength,
     encode_info,
@@ -31,11 +32,11 @@ GSM_DEFAULT_CODE_POINTS = [
 
 
 def one_unit_text(encoding: str, units: int) -> str:
-    """A text of ``encoding`` exactly ``units`` long, its only 2-unit character (if any) first."""
+    """A text of ``encoding`` exactly ``units`` long, made of 1-unit characters only."""
     if encoding == "gsm7":
         return "a" * units
     if encoding == "gsm7-tr":
-        return "ş" + "a" * (units - 2)
+        return "ş" * units
     return "â" * units
 
 
@@ -57,12 +58,18 @@ def test_extension_and_turkish_tables_are_exact_and_disjoint():
     assert GSM7_DEFAULT.isdisjoint(GSM7_EXTENSION)
     assert GSM7_DEFAULT.isdisjoint(TURKISH_SHIFT)
     assert GSM7_EXTENSION.isdisjoint(TURKISH_SHIFT)
+    # The default-table codes the Turkish locking shift table reassigns (A.3.1).
+    assert LOCKING_SHIFT_DROPPED == frozenset(
+        {"\u00e8", "\u00ec", "\u00d8", "\u00f8", "\u00c6", "\u00e6", "\u00a1", "\u00bf"}
+    )
+    assert LOCKING_SHIFT_DROPPED < GSM7_DEFAULT
 
 
 def test_tables_are_frozensets():
     assert type(GSM7_DEFAULT) is frozenset
     assert type(GSM7_EXTENSION) is frozenset
     assert type(TURKISH_SHIFT) is frozenset
+    assert type(LOCKING_SHIFT_DROPPED) is frozenset
 
 
 # --- encoding choice ------------------------------------------------------------------------
@@ -82,8 +89,25 @@ def test_default_table_turkish_letters_together_stay_gsm7():
 
 
 @pytest.mark.parametrize("char", ["ğ", "Ğ", "ı", "İ", "ş", "Ş", "ç"])
-def test_each_shift_table_letter_switches_to_gsm7_tr_at_two_septets(char):
-    assert encode_info(char) == SmsLength("gsm7-tr", 2, 1, 155, 149)
+def test_each_turkish_letter_switches_to_gsm7_tr_at_one_septet(char):
+    # The locking shift table holds the Turkish letters in place of the default ones.
+    assert encode_info(char) == SmsLength("gsm7-tr", 1, 1, 155, 149)
+
+
+def test_all_turkish_letters_cost_one_septet_each():
+    assert encode_info("ĞğİıŞşç") == SmsLength("gsm7-tr", 7, 1, 155, 149)
+
+
+@pytest.mark.parametrize("char", ["Ö", "ö", "Ü", "ü", "Ç", "é", "@", "\n"])
+def test_default_letters_kept_by_the_locking_table_cost_one_septet(char):
+    assert encode_info("ş" + char) == SmsLength("gsm7-tr", 2, 1, 155, 149)
+
+
+@pytest.mark.parametrize("char", sorted("èìØøÆæ¡¿"))
+def test_a_turkish_letter_with_a_character_the_locking_table_drops_goes_ucs2(char):
+    # Nothing is transliterated to fit: the text keeps both characters, in UCS-2.
+    assert encode_info("ş" + char) == SmsLength("ucs2", 2, 1, 70, 67)
+    assert encode_info(char) == SmsLength("gsm7", 1, 1, 160, 153)
 
 
 @pytest.mark.parametrize(
@@ -104,12 +128,13 @@ def test_extension_characters_count_two_septets(text, units):
 
 
 def test_extension_characters_keep_two_septets_under_the_turkish_table():
-    assert encode_info("ş€") == SmsLength("gsm7-tr", 4, 1, 155, 149)
+    assert encode_info("ş€") == SmsLength("gsm7-tr", 3, 1, 155, 149)
+    assert encode_info("ş{}") == SmsLength("gsm7-tr", 5, 1, 155, 149)
 
 
-def test_realistic_turkish_greeting_counts_the_shift_letter_twice():
-    # 26 characters, ğ costs one septet more; ü is in the default table.
-    assert encode_info("Doğum gününüz kutlu olsun!") == SmsLength("gsm7-tr", 27, 1, 155, 149)
+def test_realistic_turkish_greeting_counts_one_septet_a_character():
+    # 26 characters; ğ comes from the Turkish table, ü from the default one.
+    assert encode_info("Doğum gününüz kutlu olsun!") == SmsLength("gsm7-tr", 26, 1, 155, 149)
 
 
 @pytest.mark.parametrize(
@@ -142,8 +167,13 @@ def test_emoji_counts_two_utf16_units():
     [
         ("a" * 160, SmsLength("gsm7", 160, 1, 160, 153)),
         ("a" * 161, SmsLength("gsm7", 161, 2, 160, 153)),
-        ("ş" + "a" * 153, SmsLength("gsm7-tr", 155, 1, 155, 149)),
-        ("ş" + "a" * 154, SmsLength("gsm7-tr", 156, 2, 155, 149)),
+        ("ş" * 155, SmsLength("gsm7-tr", 155, 1, 155, 149)),
+        ("ş" * 156, SmsLength("gsm7-tr", 156, 2, 155, 149)),
+        ("ş" * 298, SmsLength("gsm7-tr", 298, 2, 155, 149)),
+        ("ş" * 299, SmsLength("gsm7-tr", 299, 3, 155, 149)),
+        ("ş" + "a" * 154, SmsLength("gsm7-tr", 155, 1, 155, 149)),
+        ("€" + "ş" * 153, SmsLength("gsm7-tr", 155, 1, 155, 149)),
+        ("€" + "ş" * 154, SmsLength("gsm7-tr", 156, 2, 155, 149)),
         ("â" * 70, SmsLength("ucs2", 70, 1, 70, 67)),
         ("â" * 71, SmsLength("ucs2", 71, 2, 70, 67)),
         ("€" * 80, SmsLength("gsm7", 160, 1, 160, 153)),
@@ -183,8 +213,8 @@ def test_max_chars_matches_verimor(encoding, parts):
         ("a" * 152 + "€" + "a" * 152, SmsLength("gsm7", 306, 3, 160, 153)),
         # Same text with the pair fitting on a part boundary needs only 2.
         ("a" * 151 + "€" + "a" * 153, SmsLength("gsm7", 306, 2, 160, 153)),
-        ("a" * 148 + "ş" + "a" * 148, SmsLength("gsm7-tr", 298, 3, 155, 149)),
-        ("a" * 147 + "ş" + "a" * 149, SmsLength("gsm7-tr", 298, 2, 155, 149)),
+        ("ş" * 148 + "€" + "ş" * 148, SmsLength("gsm7-tr", 298, 3, 155, 149)),
+        ("ş" * 147 + "€" + "ş" * 149, SmsLength("gsm7-tr", 298, 2, 155, 149)),
         # Surrogate pairs are not split either.
         ("â" * 66 + "😀" + "â" * 66, SmsLength("ucs2", 134, 3, 70, 67)),
         ("â" * 65 + "😀" + "â" * 67, SmsLength("ucs2", 134, 2, 70, 67)),
@@ -204,8 +234,10 @@ def test_two_unit_character_never_straddles_a_part_boundary(text, expected):
         ("a" * 156, SmsLength("gsm7", 156, 2, 155, 148)),
         ("a" * 296, SmsLength("gsm7", 296, 2, 155, 148)),
         ("a" * 297, SmsLength("gsm7", 297, 3, 155, 148)),
-        ("ş" + "a" * 148, SmsLength("gsm7-tr", 150, 1, 150, 144)),
-        ("ş" + "a" * 149, SmsLength("gsm7-tr", 151, 2, 150, 144)),
+        ("ş" * 150, SmsLength("gsm7-tr", 150, 1, 150, 144)),
+        ("ş" * 151, SmsLength("gsm7-tr", 151, 2, 150, 144)),
+        ("ş" * 288, SmsLength("gsm7-tr", 288, 2, 150, 144)),
+        ("ş" * 289, SmsLength("gsm7-tr", 289, 3, 150, 144)),
         ("â" * 65, SmsLength("ucs2", 65, 1, 65, 62)),
         ("â" * 66, SmsLength("ucs2", 66, 2, 65, 62)),
         ("", SmsLength("gsm7", 0, 1, 155, 148)),
