@@ -1,9 +1,9 @@
 """Every table, imported in one place so metadata is complete for migrations and tests."""
 
-from izin.campaigns.models import Campaign, Delivery
+from izin.campaigns.models import Campaign, Delivery, Lock
 from izin.consent.models import (Contact, ContactAddress, ContactEvent, ContactTag, ConsentEvent,
                                  ConsentState, LedgerHead, PurgeRun)
 from izin.db import Base
 
-__all__ = ["Base", "Campaign", "Delivery", "Contact", "ContactAddress", "ContactEvent", "ContactTag", "ConsentEvent",
+__all__ = ["Base", "Campaign", "Delivery", "Lock", "Contact", "ContactAddress", "ContactEvent", "ContactTag", "ConsentEvent",
            "ConsentState", "LedgerHead", "PurgeRun"]

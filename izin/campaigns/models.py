@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-from sqlalchemy import (Boolean, Date, ForeignKey, Index, Integer, SmallInteger, String,
+from sqlalchemy import (Boolean, Date, ForeignKey, Index, Integer, SmallInteger, String, Text,
                         UniqueConstraint)
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -26,6 +26,11 @@ class Campaign(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(64), unique=True)
     started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    #: the validated YAML last scheduled, so workers render exactly what was checked
+    spec_yaml: Mapped[str | None] = mapped_column(Text)
+    #: where that YAML lives: templates next to it are looked up there
+    spec_path: Mapped[str | None] = mapped_column(String(1024))
+    updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class Delivery(Base):
@@ -40,7 +45,10 @@ class Delivery(Base):
     #: the address it went (or would go) to; None once purged
     recipient: Mapped[str | None] = mapped_column(String(320))
     status: Mapped[str] = mapped_column(String(12))
+    #: a short, stable code for any outcome other than sent: consent_withdrawn, send_window, template, ...
     reason: Mapped[str | None] = mapped_column(String(64))
+    #: the words behind the reason: the provider's answer, the template error
+    detail: Mapped[str | None] = mapped_column(Text)
     #: counts toward the frequency cap; transactional messages do not
     commercial: Mapped[bool] = mapped_column(Boolean)
     due_at: Mapped[datetime] = mapped_column(UTCDateTime)
@@ -56,6 +64,8 @@ class Delivery(Base):
     coupon_percent: Mapped[int | None] = mapped_column(SmallInteger)
     coupon_expires_on: Mapped[date | None] = mapped_column(Date)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    #: when a broker message was last sent for it; the scheduler re-enqueues rows whose message was lost
+    enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     #: a worker's claim on a 'sending' delivery lapses at this instant
     lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     provider_id: Mapped[str | None] = mapped_column(String(128))
@@ -69,3 +79,13 @@ class Delivery(Base):
         Index("ix_deliveries_status_next_attempt_at", "status", "next_attempt_at"),
         Index("ix_deliveries_contact_sent_at", "contact_id", "sent_at"),
     )
+
+
+class Lock(Base):
+    """A named lease held by one process (the scheduler when no Redis is configured)."""
+
+    __tablename__ = "locks"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(128))
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -1,0 +1,110 @@
+"""Scheduling: turn a plan into delivery rows, once.
+
+Rows are inserted with ON CONFLICT (campaign, contact, occurrence) DO NOTHING, so a re-run, two
+schedulers at once or a retried tick never make a second delivery. Each row gets its coupon
+code here, so every later render of that delivery shows the same code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import Insert, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from izin.campaigns import spec
+from izin.campaigns.coupons import new_code
+from izin.campaigns.models import Delivery
+from izin.campaigns.plan import Plan, PlannedDelivery, campaign_start, plan_campaign
+from izin.config import Settings
+
+#: rows inserted per statement
+_BATCH = 500
+#: fresh coupon codes tried for a batch before giving up (a clash of 40-bit codes is rare)
+_COUPON_TRIES = 5
+
+
+@dataclass
+class ScheduleReport:
+    plan: Plan
+    created: int = 0
+    deferred: int = 0
+    #: ids of the rows this call created, in plan order
+    ids: list[int] = field(default_factory=list)
+
+
+def _insert(session: Session) -> type[Insert]:
+    return pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert  # type: ignore[return-value]
+
+
+def _row(campaign: spec.Campaign, campaign_id: int, planned: PlannedDelivery, now: datetime) -> dict[str, object]:
+    row: dict[str, object] = {
+        "campaign_id": campaign_id, "contact_id": planned.contact_id, "occurrence": planned.occurrence,
+        "channel": planned.channel, "recipient": planned.recipient, "status": planned.status,
+        "reason": planned.reason, "commercial": campaign.purpose == "commercial", "due_at": planned.due_at,
+        "next_attempt_at": planned.next_attempt_at, "consent_event_id": planned.consent_event_id,
+        "basis": planned.basis, "event_ref": planned.event_ref, "attempts": 0, "created_at": now,
+        "updated_at": now, "coupon_code": None, "coupon_percent": None, "coupon_expires_on": None,
+    }
+    if campaign.coupon is not None:
+        row["coupon_code"] = new_code(campaign.coupon.prefix)
+        row["coupon_percent"] = campaign.coupon.percent
+        local_due = planned.due_at.astimezone(ZoneInfo(planned.timezone)).date()
+        row["coupon_expires_on"] = local_due + timedelta(days=campaign.coupon.valid_days)
+    return row
+
+
+def schedule_campaign(session: Session, campaign: spec.Campaign, settings: Settings, at: datetime,
+                      now: datetime) -> ScheduleReport:
+    """Create the due deliveries of one campaign; rows that exist already are left alone."""
+    plan = plan_campaign(session, campaign, settings, at)
+    row = campaign_start(session, campaign.name, at)
+    source = campaign.source_path
+    if source is not None:
+        row.spec_yaml = Path(source).read_text(encoding="utf-8")
+        row.spec_path = str(Path(source).resolve())
+        row.updated_at = now
+    report = ScheduleReport(plan=plan)
+    planned = plan.deliveries + plan.capped
+    insert = _insert(session)
+    for start in range(0, len(planned), _BATCH):
+        chunk = planned[start:start + _BATCH]
+        for attempt in range(_COUPON_TRIES):
+            rows = [_row(campaign, row.id, p, now) for p in chunk]
+            statement = insert(Delivery).values(rows).on_conflict_do_nothing(
+                index_elements=["campaign_id", "contact_id", "occurrence"]).returning(Delivery.id, Delivery.status)
+            try:
+                with session.begin_nested():
+                    created = session.execute(statement).all()
+                break
+            except IntegrityError:
+                if attempt == _COUPON_TRIES - 1 or campaign.coupon is None:
+                    raise
+        report.ids.extend(i for i, _ in created)
+        report.created += len(created)
+        report.deferred += sum(1 for _, status in created if status == "deferred")
+    return report
+
+
+def due_ids(session: Session, now: datetime, limit: int | None = None,
+            enqueued_before: datetime | None = None) -> list[int]:
+    """Deliveries a worker may take now: scheduled and due, deferred whose time has come, or
+    'sending' whose worker's lease ran out. With `enqueued_before`, only rows not enqueued since."""
+    from sqlalchemy import and_, or_
+
+    query = select(Delivery.id).where(or_(
+        and_(Delivery.status == "scheduled", Delivery.due_at <= now),
+        and_(Delivery.status == "deferred", Delivery.next_attempt_at <= now),
+        and_(Delivery.status == "sending", Delivery.lease_until < now),
+    )).order_by(Delivery.id)
+    if enqueued_before is not None:
+        query = query.where(or_(Delivery.enqueued_at.is_(None), Delivery.enqueued_at < enqueued_before))
+    if limit is not None:
+        query = query.limit(limit)
+    return list(session.scalars(query))
