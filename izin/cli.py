@@ -52,7 +52,7 @@ class AppContext:
         secret = self.settings.web.secret_key
         if secret == DEFAULT_SECRET:
             stderr.print("[yellow]warning:[/] the secret key is the default 'change-me'; set IZIN_SECRET_KEY "
-                         "or [web] secret_key before going live")
+                         "or \\[web] secret_key before going live")
         return secret
 
     def close(self) -> None:

@@ -11,7 +11,8 @@ from rich.table import Table
 
 from izin import clock
 from izin.campaigns import spec
-from izin.cli import AppContext, IzinGroup, emit_json, json_option, pass_app
+from izin.cli import AppContext, IzinGroup, emit_json, json_option, pass_app, stderr
+from izin.errors import InputError
 
 _at_option = click.option("--at", "at", default=None,
                           help="Plan as of this instant (ISO 8601 with offset) [default: now, or IZIN_NOW].")
@@ -66,6 +67,92 @@ def validate(app: AppContext, files: tuple[str, ...], as_json: bool) -> None:
         emit_json(results)
     if failed:
         click.get_current_context().exit(2)
+
+
+def contact_context(session: Any, app: AppContext, campaign_: spec.Campaign, contact: Any, channel: str,
+                    recipient: str | None, coupon: dict[str, Any] | None, event: Any) -> dict[str, Any]:
+    """The template context of one contact, as the worker builds it."""
+    from izin.campaigns.render import build_context
+    from izin.consent.tokens import unsubscribe_url
+
+    url = unsubscribe_url(app.settings.web.base_url, app.secret, recipient, channel) if recipient else None
+    fields = {"first_name": contact.first_name, "last_name": contact.last_name, "external_id": contact.external_id,
+              "email": contact.email, "phone": contact.phone, "locale": contact.locale, "birthday": contact.birthday}
+    return build_context(fields, contact.attributes, coupon, event, campaign_, app.settings, url)
+
+
+@campaign.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--contact", "external_id", required=True, metavar="ID", help="The contact's external_id.")
+@click.option("--channel", type=click.Choice(spec.SENDING_CHANNELS), default=None,
+              help="[default: the channel the contact would get it on now]")
+@json_option
+@pass_app
+def preview(app: AppContext, file: str, external_id: str, channel: str | None, as_json: bool) -> None:
+    """The exact message a contact would get now: subject, body, footer, SMS encoding and parts.
+
+    A coupon code is shown as an example; the real one is made when the delivery is scheduled.
+    """
+    from sqlalchemy import select
+
+    from izin.campaigns.coupons import new_code
+    from izin.campaigns.render import SampleEvent, render
+    from izin.consent.gate import may_send
+    from izin.consent.models import Contact, ContactEvent
+    from izin.errors import NotFound
+
+    campaign_ = load_valid(app, file)
+    now = clock.now()
+    with app.database().session() as session:
+        contact = session.scalar(select(Contact).where(Contact.external_id == external_id))
+        if contact is None:
+            raise NotFound(f"no contact with external_id {external_id!r}")
+        decisions = {c: may_send(session, contact, c, now) for c in campaign_.channels}
+        commercial = campaign_.purpose == "commercial"
+        usable = [c for c, d in decisions.items() if d.allowed or (not commercial and d.reason != "no_address")]
+        chosen = channel or (usable[0] if usable else campaign_.channels[0])
+        decision = decisions.get(chosen)
+        warning = None
+        if chosen not in campaign_.channels:
+            raise InputError(f"the campaign does not send on {chosen}; it uses {', '.join(campaign_.channels)}",
+                             field="--channel")
+        if chosen not in usable:
+            warning = f"{external_id} would not get this on {chosen} now: {decision.reason if decision else 'no_consent'}"
+        coupon = None
+        if campaign_.coupon is not None:
+            from datetime import timedelta
+            coupon = {"code": new_code(campaign_.coupon.prefix), "percent": campaign_.coupon.percent,
+                      "expires_on": now.date() + timedelta(days=campaign_.coupon.valid_days)}
+        event: Any = None
+        if isinstance(campaign_.trigger, spec.AfterEventTrigger):
+            latest = session.scalar(select(ContactEvent).where(
+                ContactEvent.contact_id == contact.id, ContactEvent.name == campaign_.trigger.event)
+                .order_by(ContactEvent.occurred_at.desc()).limit(1))
+            event = dict(latest.attributes or {}) if latest else SampleEvent("event", {})
+        recipient = decision.recipient if decision else None
+        context = contact_context(session, app, campaign_, contact, chosen, recipient, coupon, event)
+        rendered = render(campaign_, chosen, context, app.settings, contact.locale)
+    document = {"campaign": campaign_.name, "contact": external_id, "channel": chosen, "to": recipient,
+                "would_send": warning is None, "warning": warning, "subject": rendered.subject,
+                "text": rendered.text, "html": rendered.html, "headers": rendered.headers,
+                "encoding": rendered.encoding, "segments": rendered.segments,
+                "coupon_example": coupon["code"] if coupon else None}
+    if as_json:
+        emit_json(document)
+        return
+    if warning:
+        stderr.print(f"[yellow]warning:[/] {warning}")
+    click.echo(f"to: {recipient}  channel: {chosen}")
+    if chosen == "email":
+        click.echo(f"subject: {rendered.subject}")
+        for name, value in rendered.headers.items():
+            click.echo(f"{name}: {value}")
+        click.echo("")
+        click.echo(rendered.text)
+    else:
+        click.echo(f"encoding: {rendered.encoding}, {rendered.segments} part(s), {rendered.units} characters")
+        click.echo("")
+        click.echo(rendered.text)
 
 
 @campaign.command()

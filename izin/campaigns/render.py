@@ -224,7 +224,7 @@ class Namespace:
         return message
 
 
-class _SampleEvent(Namespace):
+class SampleEvent(Namespace):
     """The sample's event: any attribute name renders a visible placeholder."""
 
     __slots__ = ()
@@ -684,7 +684,7 @@ def _sample_context(campaign: Campaign, settings: Settings, channel: str, locale
         coupon = {"code": f"{campaign.coupon.prefix}-{SAMPLE_CODE}",
                   "percent": campaign.coupon.percent,
                   "expires_on": today + timedelta(days=campaign.coupon.valid_days)}
-    event = _SampleEvent("event", {}) if campaign.trigger.type == "after_event" else None
+    event = SampleEvent("event", {}) if campaign.trigger.type == "after_event" else None
     recipient = SAMPLE_CONTACT["email"] if channel == "email" else SAMPLE_CONTACT["phone"]
     # A real token, so the sample has the length of the real thing.
     url = tokens.unsubscribe_url(settings.web.base_url, settings.web.secret_key or "sample",

@@ -615,9 +615,9 @@ def test_examples_render_in_both_locales():
     assert tr.text.startswith("İyi ki doğdun Ayşe!\n\nYeni yaşını")
     assert en.text.startswith("Happy birthday, Ayşe!\n\nWarmest wishes")
     sms = render(campaign, "sms", context_for(campaign, coupon=coupon), SETTINGS, "tr")
-    assert sms.text == ("İyi ki doğdun Ayşe! IYIKI-ABCD2345 koduyla %20 indirim 2026-12-08 "
-                        "tarihine kadar geçerli.\n" + SMS_FOOTER)
-    assert (sms.encoding, sms.units, sms.segments) == ("gsm7-tr", 158, 2)
+    assert sms.text == ("İyi ki doğdun Ayşe! %20 indirim kodun: IYIKI-ABCD2345 (08.12.2026'e kadar)\n"
+                        + SMS_FOOTER)
+    assert (sms.encoding, sms.units, sms.segments) == ("gsm7-tr", 143, 1)
 
 
 BROKEN = """\
