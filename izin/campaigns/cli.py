@@ -184,3 +184,166 @@ def plan(app: AppContext, file: str, at: str | None, as_json: bool) -> None:
                           d["status"] + (f" ({d['reason']}, until {d['next_attempt_at']})" if d["status"] == "deferred" else ""))
         Console(width=160).print(table)
     click.echo("left out: " + ", ".join(f"{reason} {result.skipped.get(reason, 0)}" for reason in SKIP_REASONS))
+
+
+def _summary(counts: dict[str, int]) -> str:
+    return ", ".join(f"{key} {n}" for key, n in sorted(counts.items())) or "nothing"
+
+
+@campaign.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@_at_option
+@json_option
+@pass_app
+def schedule(app: AppContext, file: str, at: str | None, as_json: bool) -> None:
+    """Create the deliveries that are due, once; enqueue them when a broker is set.
+
+    Re-running creates nothing new: a delivery is one per campaign, contact and occurrence.
+    """
+    from izin.campaigns.runner import enqueue_due
+    from izin.campaigns.schedule import schedule_campaign
+
+    instant = _instant(at)
+    campaign_ = load_valid(app, file)
+    db = app.database()
+    with db.session() as session:
+        report = schedule_campaign(session, campaign_, app.settings, instant, clock.now())
+    enqueued = None
+    if app.settings.broker.url:
+        from izin.campaigns import actors
+
+        actors.configure(app.settings)
+        enqueued = enqueue_due(db, instant)
+    document = {"campaign": campaign_.name, "at": clock.iso_istanbul(instant), "created": report.created,
+                "deferred": report.deferred, "enqueued": enqueued,
+                "skipped": {k: report.plan.skipped.get(k, 0) for k in report.plan.as_dict()["skipped"]}}
+    if as_json:
+        emit_json(document)
+        return
+    click.echo(f"campaign {campaign_.name}: {report.created} deliveries created ({report.deferred} deferred)"
+               + (f", {enqueued} enqueued" if enqueued is not None else ""))
+
+
+@campaign.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@_at_option
+@json_option
+@pass_app
+def run(app: AppContext, file: str, at: str | None, as_json: bool) -> None:
+    """Schedule, then send what is due now: in this process when embedded, through the broker otherwise.
+
+    Deliveries that cannot go yet (outside the send window, over a cap) stay in the database for
+    `izin worker --burst` or the scheduler to send later.
+    """
+    from izin.campaigns.runner import drain_embedded, enqueue_due, status_counts
+    from izin.campaigns.schedule import schedule_campaign
+
+    instant = _instant(at)
+    campaign_ = load_valid(app, file)
+    db = app.database()
+    with db.session() as session:
+        report = schedule_campaign(session, campaign_, app.settings, instant, clock.now())
+    if app.settings.broker.url:
+        from izin.campaigns import actors
+
+        actors.configure(app.settings)
+        enqueued = enqueue_due(db, instant)
+        click.echo(f"campaign {campaign_.name}: {report.created} deliveries created, {enqueued} enqueued for "
+                   "the workers")
+        return
+    handled = drain_embedded(db, app.settings, now=lambda: instant)
+    counts = status_counts(db, sorted(set(report.ids) | set(handled)))
+    if as_json:
+        emit_json({"campaign": campaign_.name, "created": report.created, "outcomes": dict(counts)})
+        return
+    click.echo(f"campaign {campaign_.name}: {report.created} deliveries created; {_summary(counts)}")
+
+
+@click.command()
+@click.option("--burst", is_flag=True, help="Send what is due now, then exit.")
+@click.option("--processes", default=2, show_default=True, help="Worker processes (with a broker).")
+@click.option("--threads", default=4, show_default=True, help="Threads per process.")
+@click.option("--poll", default=5.0, show_default=True, help="Seconds between looks at the table (embedded).")
+@pass_app
+def worker(app: AppContext, burst: bool, processes: int, threads: int, poll: float) -> None:
+    """Send deliveries. With a broker: dramatiq workers on its queue (--burst drains the queue and
+    exits). Embedded: take due deliveries from the database in this process (--burst: once)."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from izin.campaigns.runner import drain_broker, drain_embedded, status_counts
+
+    db = app.database()
+    if app.settings.broker.url:
+        if burst:
+            drain_broker(app.settings, threads)
+            click.echo("queue drained")
+            return
+        env = dict(os.environ)
+        if app.config_path:
+            env["IZIN_CONFIG"] = os.path.abspath(app.config_path)
+        command = [sys.executable, "-m", "dramatiq", "izin.campaigns.actors", "--processes", str(processes),
+                   "--threads", str(threads), "--queues", "izin-deliveries"]
+        raise SystemExit(subprocess.call(command, env=env))
+    while True:
+        handled = drain_embedded(db, app.settings, now=clock.now, threads=threads)
+        if burst:
+            click.echo(f"{len(handled)} deliveries handled; {_summary(status_counts(db, handled))}")
+            return
+        time.sleep(poll)
+
+
+@click.command()
+@click.option("--campaigns", "folder", default="campaigns", show_default=True, type=click.Path(file_okay=False),
+              help="Folder of campaign YAML files.")
+@click.option("--interval", default=60.0, show_default=True, help="Seconds between ticks.")
+@click.option("--once", is_flag=True, help="Run one tick and exit (for cron and tests).")
+@pass_app
+def scheduler(app: AppContext, folder: str, interval: float, once: bool) -> None:
+    """Every minute: validate and schedule every campaign in the folder, and enqueue what is due.
+
+    One scheduler is active at a time (a lock in Redis, or in the database without a broker); a
+    second one waits. Without a broker it also sends, in this process.
+    """
+    import time
+
+    from izin.campaigns.runner import (SchedulerLock, campaign_files, drain_embedded, enqueue_due,
+                                       sleep_until_next_tick)
+    from izin.campaigns.schedule import schedule_campaign
+
+    db = app.database()
+    if app.settings.broker.url:
+        from izin.campaigns import actors
+
+        actors.configure(app.settings)
+    lock = SchedulerLock(db, app.settings.broker.url)
+    try:
+        while True:
+            started = time.monotonic()
+            now = clock.now()
+            if lock.acquire(now):
+                created = 0
+                for path in campaign_files(folder):
+                    try:
+                        campaign_ = load_valid(app, str(path))
+                    except spec.SpecError as exc:
+                        for problem in exc.problems:
+                            click.echo(f"izin: error: {problem}", err=True)
+                        continue
+                    with db.session() as session:
+                        created += schedule_campaign(session, campaign_, app.settings, now, now).created
+                if app.settings.broker.url:
+                    sent = enqueue_due(db, now)
+                    click.echo(f"tick {clock.iso_istanbul(now)}: {created} created, {sent} enqueued")
+                else:
+                    handled = drain_embedded(db, app.settings, now=clock.now)
+                    click.echo(f"tick {clock.iso_istanbul(now)}: {created} created, {len(handled)} handled")
+            else:
+                click.echo(f"tick {clock.iso_istanbul(now)}: another scheduler is active; waiting", err=True)
+            if once:
+                return
+            sleep_until_next_tick(interval, started)
+    finally:
+        lock.release()

@@ -65,11 +65,11 @@ def schedule_campaign(session: Session, campaign: spec.Campaign, settings: Setti
     """Create the due deliveries of one campaign; rows that exist already are left alone."""
     plan = plan_campaign(session, campaign, settings, at)
     row = campaign_start(session, campaign.name, at)
-    source = campaign.source_path
-    if source is not None:
-        row.spec_yaml = Path(source).read_text(encoding="utf-8")
-        row.spec_path = str(Path(source).resolve())
+    if campaign.source_text is not None and campaign.source_text != row.spec_yaml:
+        row.spec_yaml = campaign.source_text
         row.updated_at = now
+    if campaign.source_path is not None:
+        row.spec_path = str(Path(campaign.source_path).resolve())
     report = ScheduleReport(plan=plan)
     planned = plan.deliveries + plan.capped
     insert = _insert(session)

@@ -577,11 +577,17 @@ class Campaign(_Model):
     limits: Limits | None = None
 
     _source_path: Path | None = PrivateAttr(default=None)
+    _source_text: str | None = PrivateAttr(default=None)
 
     @property
     def source_path(self) -> Path | None:
         """The file this campaign was loaded from (template paths may be relative to it)."""
         return self._source_path
+
+    @property
+    def source_text(self) -> str | None:
+        """The YAML it was parsed from, stored with scheduled deliveries so workers render the same."""
+        return self._source_text
 
     @model_validator(mode="after")
     def _rules(self, info: ValidationInfo) -> Campaign:
@@ -899,6 +905,7 @@ def parse_campaign(source: str | bytes, file: str = "<campaign>") -> Campaign:
     if problems:
         raise SpecError(sorted(set(problems)))
     assert campaign is not None
+    campaign._source_text = source.decode("utf-8") if isinstance(source, bytes) else source
     return campaign
 
 

@@ -274,28 +274,59 @@ def purge(app: AppContext, older_than: str | None, as_json: bool) -> None:
 
 
 @audit.command()
-@click.option("--kind", type=click.Choice(["consent"]), default="consent", show_default=True,
-              help="Which records to export (delivery records arrive with sending).")
+@click.option("--kind", type=click.Choice(["consent", "delivery", "all"]), default="consent", show_default=True,
+              help="Consent events, delivery records, or both (consent first).")
 @click.option("--format", "fmt", type=click.Choice(["ndjson", "csv"]), default="ndjson", show_default=True)
-@click.option("--since", default=None, help="Only records at or after this time (ISO 8601).")
+@click.option("--since", default=None, help="Only records recorded (consent) or created (delivery) at or after this time.")
 @click.option("--until", default=None, help="Only records before this time (ISO 8601).")
 @click.option("--contact", default=None, metavar="ID", help="Only this contact's records.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, help="File to write [default: stdout].")
 @pass_app
 def export(app: AppContext, kind: str, fmt: str, since: str | None, until: str | None, contact: str | None,
            output: str | None) -> None:
-    """Stream the audit log as NDJSON or CSV; memory stays flat however long the log is."""
-    from izin.consent.audit import consent_records, write_records
+    """Stream the audit log as NDJSON or CSV; memory stays flat however long the log is.
+
+    CSV cells that begin with = + - @ are prefixed with ' so no spreadsheet runs them as formulas.
+    """
+    from itertools import chain
+
+    from izin.campaigns.audit import DELIVERY_FIELDS, delivery_records
+    from izin.consent.audit import CONSENT_FIELDS, consent_records, write_records
 
     start, end = _instant(since, "--since"), _instant(until, "--until")
+    fields = {"consent": CONSENT_FIELDS, "delivery": DELIVERY_FIELDS,
+              "all": CONSENT_FIELDS + tuple(f for f in DELIVERY_FIELDS if f not in CONSENT_FIELDS)}[kind]
     with app.database().session() as session:
-        records = consent_records(session, start, end, contact)
+        streams = []
+        if kind in ("consent", "all"):
+            streams.append(consent_records(session, start, end, contact))
+        if kind in ("delivery", "all"):
+            streams.append(delivery_records(session, start, end, contact))
+        records = chain(*streams)
         if output:
             with open(output, "w", encoding="utf-8", newline="") as out:
-                count = write_records(records, out, fmt)
+                count = write_records(records, out, fmt, fields)
         else:
-            count = write_records(records, sys.stdout, fmt)
+            count = write_records(records, sys.stdout, fmt, fields)
     stderr.print(f"exported {count} {kind} records" + (f" to {output}" if output else ""))
+
+
+@audit.command()
+@click.argument("delivery_id", type=int)
+@json_option
+@pass_app
+def why(app: AppContext, delivery_id: int, as_json: bool) -> None:
+    """Why did this address get this message: the delivery and the consent event it rested on."""
+    from izin.campaigns.audit import explain
+    from izin.campaigns.audit import why as run_why
+
+    with app.database().session() as session:
+        answer = run_why(session, delivery_id)
+    if as_json:
+        emit_json(answer)
+    else:
+        for line in explain(answer):
+            click.echo(line)
 
 
 @audit.command()

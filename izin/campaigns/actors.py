@@ -1,0 +1,100 @@
+"""dramatiq wiring: the broker and the one actor, `send_delivery(delivery_id)`.
+
+The broker comes from `[broker] url` / IZIN_BROKER_URL: a Redis URL gives dramatiq's RedisBroker
+(distributed mode, `izin worker` processes anywhere); empty gives a StubBroker that the embedded
+mode drains in-process with dramatiq's own Worker. The message carries only the delivery id: the
+row is the truth, and a duplicate message finds it already claimed.
+
+`dramatiq izin.campaigns.actors` imports this module in every worker process, so configuration
+is read here, once per process.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import dramatiq
+from dramatiq.brokers.stub import StubBroker
+
+from izin import clock
+from izin.config import Settings, load_settings
+from izin.errors import ConfigError
+
+#: the queue every delivery message goes to
+QUEUE = "izin-deliveries"
+#: dramatiq retries only for unexpected failures (a database outage); channel errors are
+#: retried through the delivery row's own schedule
+MAX_RETRIES = 10
+
+_lock = threading.Lock()
+_sender: Any = None
+
+
+def make_broker(url: str) -> dramatiq.Broker:
+    """The broker for a URL: Redis for redis:// and rediss://, a StubBroker for ''."""
+    if not url:
+        return StubBroker()
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        from dramatiq.brokers.redis import RedisBroker
+
+        return RedisBroker(url=url)
+    raise ConfigError(f"unsupported broker URL {url.split('://')[0]}://...; use redis://host:6379/0, or leave "
+                      "it empty for embedded mode", field="broker.url")
+
+
+def configure(settings: Settings, now: Callable[[], datetime] = clock.now, db: Any = None) -> dramatiq.Broker:
+    """Set the process's broker from settings and declare the actor on it.
+
+    `now` is the clock the sender judges windows and caps by (a fixed instant for `run --at`);
+    `db` an open Database to share (the embedded mode), else one is made from the settings.
+    """
+    global send_delivery, _settings, _now, _db
+    reset()
+    _settings, _now, _db = settings, now, db
+    broker = make_broker(settings.broker.url)
+    dramatiq.set_broker(broker)
+    # embedded runs drain the queue and return: an unexpected error surfaces at once, not after backoff
+    retries = MAX_RETRIES if settings.broker.url else 0
+    send_delivery = dramatiq.actor(_send_delivery, actor_name="send_delivery", queue_name=QUEUE,
+                                   max_retries=retries, min_backoff=1_000, max_backoff=300_000,
+                                   broker=broker)
+    return broker
+
+
+def sender() -> Any:
+    """This process's Sender, made on first use."""
+    global _sender
+    with _lock:
+        if _sender is None:
+            from izin.campaigns.deliver import Sender
+            from izin.db import Database
+
+            db = _db or Database(_settings.database.url)
+            _sender = Sender(_settings, db, _settings.web.secret_key, now=_now)
+        return _sender
+
+
+def reset() -> None:
+    """Forget this process's Sender (tests, and a worker reloading its configuration)."""
+    global _sender
+    with _lock:
+        if _sender is not None:
+            _sender.close()
+            if _sender.db is not _db:
+                _sender.db.dispose()
+        _sender = None
+
+
+def _send_delivery(delivery_id: int) -> None:
+    # the outcome is on the delivery row; a result backend would only duplicate it
+    sender().process(delivery_id)
+
+
+_settings: Settings = load_settings()
+_now: Callable[[], datetime] = clock.now
+_db: Any = None
+send_delivery: Any = None
+broker = configure(_settings)

@@ -1,0 +1,223 @@
+"""Sending one delivery: claim the row, re-check consent, cap and window, render, send, record.
+
+Invariant 2 lives here: consent is checked again right before the adapter is called, so an opt-out
+recorded after scheduling wins. The claim is one conditional UPDATE, atomic on SQLite and
+PostgreSQL, so two workers never both send a delivery. The only window in which a crash can
+duplicate a message is the adapter call itself: a worker killed after the provider accepted the
+message and before the row is marked `sent` leaves it `sending`, and once the lease runs out
+another worker sends it again.
+"""
+
+from __future__ import annotations
+
+import time as time_module
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.exc import OperationalError
+
+from izin import clock
+from izin.campaigns import spec
+from izin.campaigns.models import Campaign as CampaignRow
+from izin.campaigns.models import Delivery
+from izin.campaigns.plan import cap_counts, cap_release, caps_for
+from izin.campaigns.window import in_window, next_open
+from izin.channels.base import OutgoingMessage, Receipt
+from izin.channels.errors import PermanentChannelError, TransientChannelError
+from izin.config import Settings
+from izin.consent.gate import may_send
+from izin.consent.models import Contact, ContactEvent
+from izin.consent.tokens import unsubscribe_url
+from izin.db import Database
+
+#: how long a claim holds; longer than any adapter call may take
+LEASE = timedelta(minutes=5)
+#: attempts before a delivery that keeps meeting transient errors is failed
+MAX_ATTEMPTS = 6
+#: first retry delay after a transient error; doubles per attempt up to RETRY_MAX
+RETRY_BASE = timedelta(seconds=30)
+RETRY_MAX = timedelta(hours=1)
+#: statuses that count toward a cap at the moment of sending
+_SENT_OR_SENDING = ("sent", "sending")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one attempt: sent, suppressed, deferred, failed, or skipped (not ours to send)."""
+
+    status: str
+    reason: str | None = None
+    detail: str | None = None
+
+
+def claim(db: Database, delivery_id: int, now: datetime) -> bool:
+    """Take the delivery for this worker if it is due and nobody holds it; True when taken."""
+    with db.session() as session:
+        result = session.execute(update(Delivery).where(
+            Delivery.id == delivery_id,
+            or_(and_(Delivery.status == "scheduled", Delivery.due_at <= now),
+                and_(Delivery.status == "deferred", Delivery.next_attempt_at <= now),
+                and_(Delivery.status == "sending", Delivery.lease_until < now)),
+        ).values(status="sending", lease_until=now + LEASE, attempts=Delivery.attempts + 1, updated_at=now))
+        return result.rowcount == 1
+
+
+def _finish(db: Database, delivery_id: int, now: datetime, **values: Any) -> None:
+    with db.session() as session:
+        session.execute(update(Delivery).where(Delivery.id == delivery_id, Delivery.status == "sending")
+                        .values(lease_until=None, updated_at=now, **values))
+
+
+class Sender:
+    """Sends deliveries for one process: settings, database, adapters and parsed campaigns."""
+
+    def __init__(self, settings: Settings, db: Database, secret: str,
+                 adapters: dict[str, Any] | None = None, now: Callable[[], datetime] = clock.now) -> None:
+        self.settings = settings
+        self.db = db
+        self.secret = secret
+        self.now = now
+        self._adapters: dict[str, Any] = dict(adapters or {})
+        self._campaigns: dict[tuple[int, datetime | None], spec.Campaign] = {}
+
+    def adapter(self, channel: str) -> Any:
+        if channel not in self._adapters:
+            from izin.channels.registry import adapter_for
+
+            self._adapters[channel] = adapter_for(self.settings.channels[channel].url, f"channels.{channel}.url")
+        return self._adapters[channel]
+
+    def close(self) -> None:
+        for adapter in {id(a): a for a in self._adapters.values()}.values():
+            adapter.close()
+
+    def _campaign(self, row: CampaignRow) -> spec.Campaign:
+        key = (row.id, row.updated_at)
+        if key not in self._campaigns:
+            if not row.spec_yaml:
+                raise ValueError(f"campaign {row.name} has no stored spec; schedule it again")
+            campaign = spec.parse_campaign(row.spec_yaml, file=row.spec_path or row.name)
+            campaign._source_path = Path(row.spec_path) if row.spec_path else None
+            self._campaigns[key] = campaign
+        return self._campaigns[key]
+
+    def process(self, delivery_id: int) -> Outcome:
+        """One attempt at one delivery. Never raises for an outcome; raises only when the database fails."""
+        now = self.now()
+        if not claim(self.db, delivery_id, now):
+            return Outcome("skipped")
+        prepared = self._prepare(delivery_id, now)
+        if isinstance(prepared, Outcome):
+            return prepared
+        message = prepared
+        try:
+            receipt = self.adapter(message.channel).send(message)  # the duplicate window: see the docstring
+        except TransientChannelError as exc:
+            return self._transient(delivery_id, str(exc), exc.retry_after_s)
+        except PermanentChannelError as exc:
+            _finish(self.db, delivery_id, self.now(), status="failed", reason="permanent", detail=str(exc))
+            return Outcome("failed", "permanent", str(exc))
+        self._record_sent(delivery_id, receipt)
+        return Outcome("sent")
+
+    def _record_sent(self, delivery_id: int, receipt: Receipt) -> None:
+        # the message is out: try hard to say so, or a lapsed lease would send it again
+        for attempt in range(5):
+            try:
+                # sent_at is on the engine's clock, the one consent and windows were judged by
+                now = self.now()
+                _finish(self.db, delivery_id, now, status="sent", sent_at=now,
+                        provider_id=receipt.provider_id, segments=receipt.segments, reason=None, detail=None)
+                return
+            except OperationalError:
+                if attempt == 4:
+                    raise
+                time_module.sleep(0.5 * 2 ** attempt)
+
+    def _transient(self, delivery_id: int, detail: str, retry_after_s: float | None) -> Outcome:
+        now = self.now()
+        with self.db.session() as session:
+            attempts = session.scalar(select(Delivery.attempts).where(Delivery.id == delivery_id)) or 1
+        if attempts >= MAX_ATTEMPTS:
+            _finish(self.db, delivery_id, now, status="failed", reason="transient",
+                    detail=f"{detail} (gave up after {attempts} attempts)")
+            return Outcome("failed", "transient", detail)
+        delay = min(RETRY_BASE * 2 ** (attempts - 1), RETRY_MAX)
+        if retry_after_s:
+            delay = max(delay, timedelta(seconds=retry_after_s))
+        _finish(self.db, delivery_id, now, status="deferred", reason="transient", detail=detail,
+                next_attempt_at=now + delay)
+        return Outcome("deferred", "transient", detail)
+
+    def _prepare(self, delivery_id: int, now: datetime) -> OutgoingMessage | Outcome:
+        """Re-check consent, cap and window and render, recording any outcome that stops the send."""
+        from izin.campaigns.render import RenderError, build_context, render
+
+        with self.db.session() as session:
+            delivery = session.get(Delivery, delivery_id)
+            assert delivery is not None
+            contact = session.get(Contact, delivery.contact_id)
+            row = session.get(CampaignRow, delivery.campaign_id)
+            campaign = self._campaign(row)
+            tz = ZoneInfo(contact.timezone or self.settings.policy.timezone)
+
+            def stop(status: str, reason: str, detail: str | None = None, retry_at: datetime | None = None) -> Outcome:
+                delivery.status, delivery.reason, delivery.detail = status, reason, detail
+                delivery.next_attempt_at, delivery.lease_until, delivery.updated_at = retry_at, None, now
+                return Outcome(status, reason, detail)
+
+            recipient = delivery.recipient
+            if delivery.commercial:
+                decision = may_send(session, contact, delivery.channel, now)
+                if not decision.allowed:
+                    reason = "consent_withdrawn" if decision.status == "RET" else decision.reason or "no_consent"
+                    return stop("suppressed", reason)
+                delivery.consent_event_id, delivery.basis = decision.event_id, decision.basis
+                recipient = decision.recipient
+                caps = caps_for(campaign, self.settings, row.id)
+                over = [cap for cap in caps if cap_counts(session, [contact.id], now - cap[1], now, cap[2],
+                                                          _SENT_OR_SENDING, exclude_id=delivery.id)[contact.id] >= cap[0]]
+                if over:
+                    release = cap_release(session, contact.id, over, now, _SENT_OR_SENDING)
+                    return stop("deferred", "frequency_cap", retry_at=release)
+            else:
+                from izin.consent.ledger import contact_address
+                recipient = contact_address(contact, delivery.channel)
+                if recipient is None:
+                    return stop("suppressed", "no_address")
+            start, end = self.settings.policy.window_local
+            if not in_window(now, tz, start, end):
+                return stop("deferred", "send_window", retry_at=next_open(now, tz, start, end))
+            delivery.recipient = recipient
+            event = None
+            if delivery.event_ref is not None:
+                found = session.scalar(select(ContactEvent).where(ContactEvent.event_id == delivery.event_ref))
+                event = dict(found.attributes or {}) if found else {}
+            coupon = None
+            if delivery.coupon_code:
+                coupon = {"code": delivery.coupon_code, "percent": delivery.coupon_percent,
+                          "expires_on": delivery.coupon_expires_on}
+            url = unsubscribe_url(self.settings.web.base_url, self.secret, recipient, delivery.channel)
+            fields = {"first_name": contact.first_name, "last_name": contact.last_name,
+                      "external_id": contact.external_id, "email": contact.email, "phone": contact.phone,
+                      "locale": contact.locale}
+            context = build_context(fields, contact.attributes, coupon, event, campaign, self.settings, url)
+            adapter = self.adapter(delivery.channel)
+            try:
+                rendered = render(campaign, delivery.channel, context, self.settings, contact.locale,
+                                  max_segments=getattr(adapter, "max_segments", 7) or 7)
+            except RenderError as exc:
+                return stop("failed", "template", str(exc))
+            return OutgoingMessage(
+                delivery_id=delivery.id, channel=delivery.channel, to=recipient, commercial=delivery.commercial,
+                recipient_type=contact.recipient_type, subject=rendered.subject, html=rendered.html,
+                text=rendered.text, from_name=self.settings.sender.name or None,
+                list_unsubscribe_url=url if delivery.commercial and delivery.channel == "email" else None,
+                sender=self.settings.sender.sms_header or None,
+                sms_text=rendered.text if delivery.channel == "sms" else None,
+                encoding=rendered.encoding, segments=rendered.segments)

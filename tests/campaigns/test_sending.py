@@ -1,0 +1,251 @@
+"""Sending end to end in embedded mode: only consenting contacts get messages, withdrawals win,
+nothing goes twice, caps and windows defer and later release, `audit why` names the consent."""
+
+from __future__ import annotations
+
+import json
+import threading
+from datetime import date, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from conftest import add_contact
+from izin.campaigns.deliver import LEASE, Sender, claim
+from izin.campaigns.models import Delivery
+from izin.campaigns.runner import drain_embedded
+from izin.campaigns.schedule import schedule_campaign
+from izin.campaigns.spec import parse_campaign
+from izin.clock import parse_instant as T
+from izin.config import Settings
+from izin.consent.ledger import LedgerWriter
+from izin.consent.models import Contact
+
+AT = T("2026-11-24T12:00:00+03:00")
+
+CAMPAIGN = """
+name: dogum-gunu
+trigger: {type: birthday, send_time: "10:00"}
+channels: [sms, email]
+coupon: {prefix: IYIKI, percent: 20, valid_days: 14}
+content:
+  sms: {text: "Iyi ki dogdun {{ contact.first_name }}! Kod: {{ coupon.code }}"}
+  email: {subject: "Iyi ki dogdun", html_inline: "<p>Merhaba {{ contact.first_name }}, kod: {{ coupon.code }}</p>"}
+"""
+
+
+@pytest.fixture
+def settings(tmp_path) -> Settings:
+    outbox = tmp_path / "outbox"
+    return Settings.model_validate({
+        "sender": {"name": "Örnek Ticaret A.Ş.", "mersis": "0123456789000015", "phone": "+90 212 555 00 00",
+                   "email": "destek@ornek.com.tr", "sms_header": "ORNEKTIC",
+                   "sms_optout": "RET yazip 4609'a gonderin"},
+        "channels": {"email": {"url": f"outbox://{outbox}"}, "sms": {"url": f"outbox://{outbox}"}},
+        "web": {"secret_key": "test-secret"},
+    })
+
+
+def person(db, external_id, birthday="1990-11-24", **kwargs):
+    contact_id = add_contact(db, external_id, **kwargs)
+    with db.session() as session:
+        contact = session.get(Contact, contact_id)
+        contact.first_name = external_id.title()
+        contact.birthday = date.fromisoformat(birthday)
+        contact.birth_month, contact.birth_day = contact.birthday.month, contact.birthday.day
+    return contact_id
+
+
+def consent(db, external_id, channel, status="ONAY", at="2026-01-01T10:00:00+03:00", now=None):
+    with db.session() as session:
+        contact = session.scalar(select(Contact).where(Contact.external_id == external_id))
+        source = "HS_WEB" if status == "ONAY" else "HS_MESAJ"
+        return LedgerWriter(session).record(contact, channel, status, source, T(at), now or T(at)).event.id
+
+
+def schedule(db, settings, at=AT, text=CAMPAIGN):
+    with db.session() as session:
+        return schedule_campaign(session, parse_campaign(text), settings, at, at)
+
+
+def snapshot(db):
+    """(contact, status, reason, channel) of every delivery, by contact."""
+    with db.session() as session:
+        rows = session.execute(select(Contact.external_id, Delivery.status, Delivery.reason, Delivery.channel)
+                               .join(Contact, Contact.id == Delivery.contact_id).order_by(Contact.external_id))
+        return [tuple(r) for r in rows]
+
+
+def outbox(settings) -> list[str]:
+    folder = Path(settings.channels["sms"].url.removeprefix("outbox://"))
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+@pytest.fixture
+def crowd(db):
+    person(db, "ayse", email="ayse@example.com", phone="+905320000001")
+    person(db, "mehmet", email="mehmet@example.com", phone="+905320000002")
+    person(db, "zeynep", email="zeynep@example.com")
+    person(db, "can", phone="+905320000004")
+    consent(db, "ayse", "sms")
+    consent(db, "mehmet", "email")
+    consent(db, "can", "sms")
+    return db
+
+
+def test_only_consenting_contacts_receive_and_nothing_goes_twice(crowd, settings):
+    db = crowd
+    # the campaign snapshot lets the worker render without the YAML file
+    report = schedule(db, settings)
+    assert report.created == 3 and report.plan.skipped["no_consent"] == 1
+    drain_embedded(db, settings, now=lambda: AT)
+    assert snapshot(db) == [("ayse", "sent", None, "sms"), ("can", "sent", None, "sms"),
+                            ("mehmet", "sent", None, "email")]
+    files = outbox(settings)
+    assert len(files) == 3
+    with db.session() as session:
+        ids = {d.contact_id: d.id for d in session.scalars(select(Delivery))}
+        codes = {d.id: d.coupon_code for d in session.scalars(select(Delivery))}
+    sms = json.loads((Path(settings.channels["sms"].url.removeprefix("outbox://")) / f"{min(ids.values())}.sms.json")
+                     .read_text(encoding="utf-8"))
+    assert sms["text"] == (f"Iyi ki dogdun Ayse! Kod: {codes[min(ids.values())]}\n"
+                           "Örnek Ticaret A.Ş. Mersis:0123456789000015 RET yazip 4609'a gonderin")
+    # a second run, a second scheduler tick: nothing new, nothing sent again
+    assert schedule(db, settings).created == 0
+    assert drain_embedded(db, settings, now=lambda: AT) == []
+    assert outbox(settings) == files
+
+
+def test_withdrawal_after_scheduling_suppresses(crowd, settings):
+    db = crowd
+    schedule(db, settings)
+    consent(db, "ayse", "sms", "RET", at="2026-11-24T11:00:00+03:00", now=T("2026-11-24T11:00:00+03:00"))
+    drain_embedded(db, settings, now=lambda: AT)
+    assert snapshot(db)[0] == ("ayse", "suppressed", "consent_withdrawn", "sms")
+    assert len(outbox(settings)) == 2
+
+
+def test_withdrawal_while_claimed_by_a_dead_worker_is_caught_by_the_recheck(crowd, settings):
+    """The opt-out arrives while the row is 'sending' (so it is not cancelled): the re-check stops it."""
+    db = crowd
+    schedule(db, settings)
+    with db.session() as session:
+        ayse = session.scalar(select(Delivery.id).join(Contact).where(Contact.external_id == "ayse"))
+    assert claim(db, ayse, AT - LEASE - timedelta(seconds=1)) is True  # a worker took it, then died
+    consent(db, "ayse", "sms", "RET", at="2026-11-24T11:59:00+03:00", now=T("2026-11-24T11:59:00+03:00"))
+    assert snapshot(db)[0] == ("ayse", "sending", None, "sms")
+    drain_embedded(db, settings, now=lambda: AT)  # the lease has run out: another worker takes it
+    assert snapshot(db)[0] == ("ayse", "suppressed", "consent_withdrawn", "sms")
+
+
+def test_claim_is_atomic_between_workers(crowd, settings):
+    db = crowd
+    schedule(db, settings)
+    with db.session() as session:
+        ids = list(session.scalars(select(Delivery.id)))
+    results: list[bool] = []
+    barrier = threading.Barrier(4)
+
+    def contender(delivery_id: int) -> None:
+        barrier.wait()
+        results.append(claim(db, delivery_id, AT))
+
+    for delivery_id in ids:
+        results.clear()
+        barrier.reset()
+        threads = [threading.Thread(target=contender, args=(delivery_id,)) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sorted(results) == [False, False, False, True]
+
+
+def test_window_defers_and_later_releases(crowd, settings):
+    db = crowd
+    late = T("2026-11-24T21:30:00+03:00")
+    schedule(db, settings, at=late)
+    assert [s[1:3] for s in snapshot(db)] == [("deferred", "send_window")] * 3
+    assert drain_embedded(db, settings, now=lambda: T("2026-11-24T23:00:00+03:00")) == []
+    assert outbox(settings) == []
+    drain_embedded(db, settings, now=lambda: T("2026-11-25T09:00:00+03:00"))  # opens at 09:00 sharp
+    assert [s[1] for s in snapshot(db)] == ["sent"] * 3
+
+
+def test_cap_rechecked_at_sending_defers_with_the_release_time(db, settings):
+    person(db, "ayse", email="ayse@example.com")
+    consent(db, "ayse", "email")
+    capped = settings.model_copy(update={"policy": settings.policy.model_copy(update={"frequency_cap": "1/7d"})})
+    once = CAMPAIGN.replace("trigger: {type: birthday, send_time: \"10:00\"}",
+                            "trigger: {type: once, at: \"2026-11-24T11:00:00+03:00\"}")
+    schedule(db, capped, text=once)
+    schedule(db, capped, text=once.replace("name: dogum-gunu", "name: efsane-cuma"))
+    assert [s[1] for s in snapshot(db)] == ["scheduled", "deferred"]  # the plan already saw the first
+    drain_embedded(db, capped, now=lambda: AT)
+    with db.session() as session:
+        rows = session.execute(select(Delivery.status, Delivery.reason, Delivery.next_attempt_at)
+                               .order_by(Delivery.id)).all()
+    assert [tuple(r) for r in rows] == [("sent", None, None),
+                                        ("deferred", "frequency_cap", T("2026-12-01T11:00:00+03:00"))]
+
+
+def test_template_failure_fails_only_that_delivery(db, settings):
+    person(db, "ayse", email="ayse@example.com")
+    consent(db, "ayse", "email")
+    follow = """
+name: degerlendirme
+trigger: {type: after_event, event: purchase, delay: 1d, backfill: true}
+channels: [email]
+content:
+  email: {subject: "Nasildi?", html_inline: "<p>{{ event.product }}</p>"}
+"""
+    from izin.consent.models import ContactEvent
+    with db.session() as session:
+        contact_id = session.scalar(select(Contact.id))
+        session.add(ContactEvent(event_id="O1", contact_id=contact_id, name="purchase",
+                                 occurred_at=T("2026-11-20T10:00:00+03:00"), attributes={"sku": "X"},
+                                 imported_at=AT))
+    schedule(db, settings, text=follow)
+    drain_embedded(db, settings, now=lambda: AT)
+    with db.session() as session:
+        delivery = session.scalar(select(Delivery))
+    assert (delivery.status, delivery.reason) == ("failed", "template")
+    assert "'event' has no attribute 'product'" in delivery.detail
+
+
+def test_audit_why_names_the_exact_consent_event(crowd, settings, tmp_path, monkeypatch):
+    from conftest import Cli
+
+    db = crowd
+    schedule(db, settings)
+    drain_embedded(db, settings, now=lambda: AT)
+    with db.session() as session:
+        delivery = session.scalar(select(Delivery).join(Contact).where(Contact.external_id == "ayse"))
+        from izin.consent.models import ConsentEvent
+        event = session.get(ConsentEvent, delivery.consent_event_id)
+    cli = Cli(db.url, tmp_path, monkeypatch)
+    answer = json.loads(cli("audit", "why", str(delivery.id), "--json").stdout)
+    assert answer["consent_event"] == {
+        "id": event.id, "recipient": "+905320000001", "channel": "sms", "iys_type": "MESAJ", "status": "ONAY",
+        "source": "HS_WEB", "recipient_type": "BIREYSEL", "consent_date": "2026-01-01T10:00:00+03:00",
+        "recorded_at": "2026-01-01T07:00:00.000000Z", "proof": None, "hash": event.hash, "purged": False}
+    assert (answer["status"], answer["sent_at"]) == ("sent", "2026-11-24T09:00:00.000000Z")
+    text = cli("audit", "why", str(delivery.id)).stdout.splitlines()
+    assert text[-1] == f"hash: {event.hash}"
+    assert cli("audit", "why", "999", expect=2).stderr == (
+        "izin: error: no delivery 999; `izin audit export --kind delivery` lists them\n")
+    exported = [json.loads(line) for line in cli("audit", "export", "--kind", "delivery").stdout.splitlines()]
+    assert [(r["contact"], r["status"], r["consent_event_id"] is not None) for r in exported] == [
+        ("ayse", "sent", True), ("mehmet", "sent", True), ("can", "sent", True)]
+
+
+def test_sender_records_the_consent_it_checked(crowd, settings):
+    db = crowd
+    schedule(db, settings)
+    sender = Sender(settings, db, "test-secret", now=lambda: AT)
+    with db.session() as session:
+        ids = list(session.scalars(select(Delivery.id).order_by(Delivery.id)))
+    assert [sender.process(i).status for i in ids] == ["sent", "sent", "sent"]
+    assert [sender.process(i).status for i in ids] == ["skipped", "skipped", "skipped"]
+    sender.close()
