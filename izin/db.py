@@ -97,6 +97,14 @@ def is_sqlite(engine: Engine) -> bool:
     return engine.dialect.name == "sqlite"
 
 
+def upsert_insert(session: Session) -> Any:
+    """The dialect's INSERT, which has on_conflict_do_nothing / _do_update (SQLite and PostgreSQL)."""
+    from sqlalchemy.dialects.postgresql import insert as pg_insert
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+
+
 class Database:
     """An engine and its session factory."""
 

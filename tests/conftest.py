@@ -125,3 +125,22 @@ def add_contact(db: Database, external_id: str, *, email: str | None = None, pho
         session.add(contact)
         session.flush()
         return contact.id
+
+
+REDIS_URL = os.environ.get("IZIN_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    """A Redis database emptied before and after the test."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
+    try:
+        client.ping()
+    except Exception as exc:  # any client error means: not available here
+        service_missing("Redis", exc)
+    client.flushdb()
+    yield REDIS_URL
+    client.flushdb()
+    client.close()

@@ -24,6 +24,7 @@ from izin.campaigns.triggers import (birthday_due, follow_up_due, local_days, on
 from izin.campaigns.window import in_window, next_open
 from izin.clock import iso_utc
 from izin.config import Settings
+from izin.db import upsert_insert
 from izin.consent.gate import NO_ADDRESS, NO_CONSENT, Decision, may_send_many
 from izin.consent.models import Contact, ContactEvent
 
@@ -97,9 +98,10 @@ def campaign_start(session: Session, name: str, at: datetime) -> CampaignRow:
     """The campaign's row, recording its start the first time any plan, schedule or run sees it."""
     row = session.scalar(select(CampaignRow).where(CampaignRow.name == name))
     if row is None:
-        row = CampaignRow(name=name, started_at=at)
-        session.add(row)
-        session.flush()
+        # two schedulers may meet a new campaign at once: the first insert wins, both read it
+        session.execute(upsert_insert(session)(CampaignRow).values(name=name, started_at=at).on_conflict_do_nothing(
+            index_elements=["name"]))
+        row = session.scalar(select(CampaignRow).where(CampaignRow.name == name))
     return row
 
 

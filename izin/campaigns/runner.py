@@ -19,14 +19,12 @@ from pathlib import Path
 
 import dramatiq
 from sqlalchemy import func, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from izin.campaigns import actors
 from izin.campaigns.models import Delivery, Lock
 from izin.campaigns.schedule import due_ids
 from izin.config import Settings
-from izin.db import Database
+from izin.db import Database, upsert_insert
 
 #: a due row whose message was sent longer ago than this and is still not taken is enqueued again
 REENQUEUE_AFTER = timedelta(minutes=10)
@@ -137,9 +135,7 @@ class SchedulerLock:
 
     def _acquire_db(self, now: datetime) -> bool:
         with self.db.session() as session:
-            dialect = session.get_bind().dialect.name
-            insert = pg_insert if dialect == "postgresql" else sqlite_insert
-            statement = insert(Lock).values(name=self.name, holder=self.holder, expires_at=now + SCHEDULER_LEASE)
+            statement = upsert_insert(session)(Lock).values(name=self.name, holder=self.holder, expires_at=now + SCHEDULER_LEASE)
             statement = statement.on_conflict_do_update(
                 index_elements=["name"],
                 set_={"holder": self.holder, "expires_at": now + SCHEDULER_LEASE},

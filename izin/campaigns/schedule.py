@@ -12,9 +12,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Insert, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -23,6 +21,7 @@ from izin.campaigns.coupons import new_code
 from izin.campaigns.models import Delivery
 from izin.campaigns.plan import Plan, PlannedDelivery, campaign_start, plan_campaign
 from izin.config import Settings
+from izin.db import upsert_insert
 
 #: rows inserted per statement
 _BATCH = 500
@@ -37,10 +36,6 @@ class ScheduleReport:
     deferred: int = 0
     #: ids of the rows this call created, in plan order
     ids: list[int] = field(default_factory=list)
-
-
-def _insert(session: Session) -> type[Insert]:
-    return pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert  # type: ignore[return-value]
 
 
 def _row(campaign: spec.Campaign, campaign_id: int, planned: PlannedDelivery, now: datetime) -> dict[str, object]:
@@ -72,7 +67,7 @@ def schedule_campaign(session: Session, campaign: spec.Campaign, settings: Setti
         row.spec_path = str(Path(campaign.source_path).resolve())
     report = ScheduleReport(plan=plan)
     planned = plan.deliveries + plan.capped
-    insert = _insert(session)
+    insert = upsert_insert(session)
     for start in range(0, len(planned), _BATCH):
         chunk = planned[start:start + _BATCH]
         for attempt in range(_COUPON_TRIES):
