@@ -1,8 +1,10 @@
 """The demo: `python3 scripts/demo.py`.
 
-Creates ./.venv if needed, then in ./demo: a database, the sample contacts, consents and purchase
-events (bad rows go to rejects files), the consent summary, one contact's history, an audit
-export and its verification. Runs at a fixed instant (IZIN_NOW) so the output is the same every time.
+Creates ./.venv if needed, then in ./demo, in embedded mode (SQLite, no broker): imports the sample
+contacts, consents and purchases (bad rows go to rejects files), validates the example campaigns,
+plans and schedules the birthday campaign, takes an SMS opt-out that arrives before sending, sends
+into ./demo/outbox, and shows where every delivery stands, why one went, and the verified audit
+log. Runs at a fixed instant (IZIN_NOW) so the output is the same every time.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from bootstrap import ROOT, ensure_venv, venv_bin
 
 DEMO = ROOT / "demo"
 SAMPLE = ROOT / "scripts" / "sample"
-NOW = "2026-11-24T12:00:00+03:00"
+NOW = "2026-11-24T14:00:00+03:00"
+EXAMPLES = ROOT / "izin" / "campaigns" / "examples"
 
 CONFIG = """\
 [sender]
@@ -56,13 +59,20 @@ def main() -> None:
     izin("contacts", "import", str(SAMPLE / "contacts.csv"), "--rejects", "contacts.rejects.csv")
     izin("consent", "import", str(SAMPLE / "consents.csv"), "--rejects", "consents.rejects.csv")
     izin("events", "import", str(SAMPLE / "events.csv"), "--rejects", "events.rejects.csv")
+    izin("campaign", "validate", *(str(p) for p in sorted(EXAMPLES.glob("*.yaml"))))
+    birthday = str(EXAMPLES / "dogum-gunu.yaml")
+    izin("campaign", "plan", birthday)
+    izin("campaign", "schedule", birthday)
+    # Zeynep answers an earlier SMS with RET before the worker runs: her queued greeting is cancelled
     izin("consent", "withdraw", "C003", "--channel", "sms", "--source", "HS_MESAJ", "--proof", "SMS reply: RET")
+    izin("worker", "--burst")
+    izin("campaign", "status", birthday)
+    izin("audit", "why", "1")
     izin("consent", "summary")
-    izin("consent", "show", "C001")
-    izin("audit", "export", "--format", "ndjson", "-o", "audit.ndjson")
+    izin("audit", "export", "--kind", "all", "--format", "ndjson", "-o", "audit.ndjson")
     izin("audit", "verify")
-    print(f"\nEverything is in {DEMO}: izin.db, audit.ndjson and the *.rejects.csv files with each bad row's "
-          "line and reason.")
+    print(f"\nEverything is in {DEMO}: izin.db, the messages in outbox/, audit.ndjson, and the *.rejects.csv "
+          "files with each bad row's line and reason.")
 
 
 if __name__ == "__main__":

@@ -347,3 +347,40 @@ def scheduler(app: AppContext, folder: str, interval: float, once: bool) -> None
             sleep_until_next_tick(interval, started)
     finally:
         lock.release()
+
+
+@campaign.command()
+@click.argument("name_or_file")
+@json_option
+@pass_app
+def status(app: AppContext, name_or_file: str, as_json: bool) -> None:
+    """Where a campaign's deliveries stand: counts by status and reason."""
+    from pathlib import Path
+
+    from sqlalchemy import func, select
+
+    from izin.campaigns.models import Campaign as CampaignRow
+    from izin.campaigns.models import Delivery
+    from izin.errors import NotFound
+
+    name = spec.load_campaign(name_or_file).name if Path(name_or_file).is_file() else name_or_file
+    with app.database().session() as session:
+        row = session.scalar(select(CampaignRow).where(CampaignRow.name == name))
+        if row is None:
+            raise NotFound(f"no campaign {name!r} has been planned or scheduled yet")
+        counts = {(s, r): n for s, r, n in session.execute(
+            select(Delivery.status, Delivery.reason, func.count()).where(Delivery.campaign_id == row.id)
+            .group_by(Delivery.status, Delivery.reason))}
+    by_status: dict[str, dict[str, int]] = {}
+    for (state, reason), n in sorted(counts.items(), key=lambda kv: (kv[0][0], kv[0][1] or "")):
+        by_status.setdefault(state, {})[reason or "-"] = n
+    document = {"campaign": name, "started_at": clock.iso_istanbul(row.started_at),
+                "deliveries": sum(counts.values()),
+                "by_status": {s: sum(r.values()) for s, r in by_status.items()}, "by_reason": by_status}
+    if as_json:
+        emit_json(document)
+        return
+    click.echo(f"campaign {name} (started {document['started_at']}): {document['deliveries']} deliveries")
+    for state, reasons in by_status.items():
+        detail = ", ".join(f"{reason} {n}" for reason, n in reasons.items() if reason != "-")
+        click.echo(f"  {state:<10} {sum(reasons.values()):>6}" + (f"  ({detail})" if detail else ""))

@@ -1,0 +1,64 @@
+"""`izin campaign schedule | run | status` and `izin worker --burst` in embedded mode, as a user runs them."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from test_sending import CAMPAIGN, consent, person
+
+
+@pytest.fixture
+def shop(cli, db, tmp_path):
+    (tmp_path / "izin.toml").write_text(
+        '[sender]\nname = "Örnek Ticaret A.Ş."\nmersis = "0123456789000015"\nphone = "+90 212 555 00 00"\n'
+        'email = "destek@ornek.com.tr"\nsms_header = "ORNEKTIC"\nsms_optout = "RET yazip 4609\'a gonderin"\n',
+        encoding="utf-8")
+    (tmp_path / "dogum-gunu.yaml").write_text(CAMPAIGN, encoding="utf-8")
+    person(db, "ayse", email="ayse@example.com", phone="+905320000001")
+    person(db, "mehmet", email="mehmet@example.com")
+    person(db, "zeynep", email="zeynep@example.com")
+    consent(db, "ayse", "sms")
+    consent(db, "mehmet", "email")
+    consent(db, "zeynep", "email")
+    return cli
+
+
+def test_run_schedules_and_sends_into_the_outbox(shop, tmp_path):
+    result = shop("campaign", "run", "dogum-gunu.yaml")
+    assert result.stdout == "campaign dogum-gunu: 3 deliveries created; sent 3\n"
+    assert sorted(p.name for p in (tmp_path / "outbox").iterdir()) == ["1.sms.json", "2.eml", "3.eml"]
+    eml = (tmp_path / "outbox" / "2.eml").read_text(encoding="utf-8")
+    assert "List-Unsubscribe-Post: List-Unsubscribe=One-Click" in eml
+    assert "To: mehmet@example.com" in eml
+    assert shop("campaign", "run", "dogum-gunu.yaml").stdout == "campaign dogum-gunu: 0 deliveries created; nothing\n"
+
+
+def test_schedule_withdraw_then_worker_burst(shop):
+    document = json.loads(shop("campaign", "schedule", "dogum-gunu.yaml", "--json").stdout)
+    assert (document["created"], document["deferred"], document["enqueued"]) == (3, 0, None)
+    shop("consent", "withdraw", "zeynep", "--channel", "email", "--source", "HS_EPOSTA")
+    assert shop("worker", "--burst").stdout == "2 deliveries handled; sent 2\n"
+    assert shop("campaign", "status", "dogum-gunu").stdout == (
+        "campaign dogum-gunu (started 2026-11-24T12:00:00+03:00): 3 deliveries\n"
+        "  sent            2\n"
+        "  suppressed      1  (consent_withdrawn 1)\n")
+    status = json.loads(shop("campaign", "status", "dogum-gunu.yaml", "--json").stdout)
+    assert status["by_reason"] == {"sent": {"-": 2}, "suppressed": {"consent_withdrawn": 1}}
+
+
+def test_run_late_in_the_day_defers_to_the_window(shop):
+    result = shop("campaign", "run", "dogum-gunu.yaml", "--at", "2026-11-24T22:00:00+03:00")
+    assert result.stdout == "campaign dogum-gunu: 3 deliveries created; deferred:send_window 3\n"
+
+
+def test_unknown_campaign_status_and_bad_channel_url(shop, tmp_path):
+    assert shop("campaign", "status", "nope", expect=2).stderr == (
+        "izin: error: no campaign 'nope' has been planned or scheduled yet\n")
+    (tmp_path / "izin.toml").write_text(
+        (tmp_path / "izin.toml").read_text(encoding="utf-8") + '[channels.sms]\nurl = "carrier-pigeon://loft"\n',
+        encoding="utf-8")
+    result = shop("campaign", "run", "dogum-gunu.yaml", expect=2)
+    assert result.stderr.startswith("izin: error: channels.sms.url: ")
+    assert "carrier-pigeon" in result.stderr
