@@ -1,0 +1,1 @@
+"""Channel adapter tests (a package, so its conftest does not shadow tests/conftest.py)."""
