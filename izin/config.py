@@ -112,6 +112,8 @@ class Web(_Section):
 
 class Channel(_Section):
     url: str
+    #: messages per second on this channel, shared by every worker (on Redis); None: no limit
+    rate: float | None = Field(default=None, gt=0, le=10_000)
 
 
 class Policy(_Section):

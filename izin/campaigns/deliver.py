@@ -28,7 +28,7 @@ from izin.campaigns.models import Delivery
 from izin.campaigns.plan import cap_counts, cap_release, caps_for
 from izin.campaigns.window import in_window, next_open
 from izin.channels.base import OutgoingMessage, Receipt
-from izin.channels.errors import PermanentChannelError, TransientChannelError
+from izin.channels.errors import ChannelAccountError, PermanentChannelError, TransientChannelError
 from izin.config import Settings
 from izin.consent.gate import may_send
 from izin.consent.models import Contact, ContactEvent
@@ -42,6 +42,8 @@ MAX_ATTEMPTS = 6
 #: first retry delay after a transient error; doubles per attempt up to RETRY_MAX
 RETRY_BASE = timedelta(seconds=30)
 RETRY_MAX = timedelta(hours=1)
+#: how long deliveries wait when the provider refuses the account itself (credentials, originator)
+ACCOUNT_RETRY = timedelta(minutes=15)
 #: statuses that count toward a cap at the moment of sending
 _SENT_OR_SENDING = ("sent", "sending")
 
@@ -63,7 +65,7 @@ def claim(db: Database, delivery_id: int, now: datetime) -> bool:
             or_(and_(Delivery.status == "scheduled", Delivery.due_at <= now),
                 and_(Delivery.status == "deferred", Delivery.next_attempt_at <= now),
                 and_(Delivery.status == "sending", Delivery.lease_until < now)),
-        ).values(status="sending", lease_until=now + LEASE, attempts=Delivery.attempts + 1, updated_at=now))
+        ).values(status="sending", lease_until=now + LEASE, updated_at=now))
         return result.rowcount == 1
 
 
@@ -71,6 +73,18 @@ def _finish(db: Database, delivery_id: int, now: datetime, **values: Any) -> Non
     with db.session() as session:
         session.execute(update(Delivery).where(Delivery.id == delivery_id, Delivery.status == "sending")
                         .values(lease_until=None, updated_at=now, **values))
+
+
+def rate_limiter(settings: Settings, channel: str) -> Any:
+    """dramatiq's window rate limiter for a channel: on Redis when the broker is, else in-process."""
+    from dramatiq.rate_limits import WindowRateLimiter
+    from dramatiq.rate_limits.backends import RedisBackend, StubBackend
+
+    rate = settings.channels[channel].rate or 1.0
+    backend = RedisBackend(url=settings.broker.url) if settings.broker.url else StubBackend()
+    # whole messages per whole seconds: 0.5/s is 1 message per 2 s
+    limit, window_s = (int(rate), 1) if rate >= 1 else (1, round(1 / rate))
+    return WindowRateLimiter(backend, f"izin-rate-{channel}", limit=limit, window=window_s)
 
 
 class Sender:
@@ -82,15 +96,27 @@ class Sender:
         self.db = db
         self.secret = secret
         self.now = now
-        self._adapters: dict[str, Any] = dict(adapters or {})
+        if adapters is None:
+            from izin.channels.registry import open_channels
+
+            # built up front: a wrong URL is a configuration error before any delivery is claimed
+            adapters = open_channels(settings.channels)
+        self._adapters: dict[str, Any] = dict(adapters)
+        self._limiters = {channel: rate_limiter(settings, channel) for channel in settings.channels
+                          if settings.channels[channel].rate}
         self._campaigns: dict[tuple[int, datetime | None], spec.Campaign] = {}
 
     def adapter(self, channel: str) -> Any:
-        if channel not in self._adapters:
-            from izin.channels.registry import adapter_for
-
-            self._adapters[channel] = adapter_for(self.settings.channels[channel].url, f"channels.{channel}.url")
         return self._adapters[channel]
+
+    def _throttle(self, channel: str) -> None:
+        """Wait for the channel's rate limit (shared across workers when the broker is Redis)."""
+        limiter = self._limiters.get(channel)
+        while limiter is not None:
+            with limiter.acquire(raise_on_failure=False) as acquired:
+                if acquired:
+                    return
+            time_module.sleep(0.02)
 
     def close(self) -> None:
         for adapter in {id(a): a for a in self._adapters.values()}.values():
@@ -115,10 +141,15 @@ class Sender:
         if isinstance(prepared, Outcome):
             return prepared
         message = prepared
+        self._throttle(message.channel)
         try:
             receipt = self.adapter(message.channel).send(message)  # the duplicate window: see the docstring
         except TransientChannelError as exc:
-            return self._transient(delivery_id, str(exc), exc.retry_after_s)
+            return self._transient(delivery_id, "transient", str(exc), exc.retry_after_s)
+        except ChannelAccountError as exc:
+            # the account or its set-up is refused: every message would fail alike, so hold them
+            # (deferred, retried slowly) rather than fail greetings that a fixed password would send
+            return self._transient(delivery_id, "channel_account", str(exc), ACCOUNT_RETRY.total_seconds())
         except PermanentChannelError as exc:
             _finish(self.db, delivery_id, self.now(), status="failed", reason="permanent", detail=str(exc))
             return Outcome("failed", "permanent", str(exc))
@@ -139,20 +170,21 @@ class Sender:
                     raise
                 time_module.sleep(0.5 * 2 ** attempt)
 
-    def _transient(self, delivery_id: int, detail: str, retry_after_s: float | None) -> Outcome:
+    def _transient(self, delivery_id: int, reason: str, detail: str, retry_after_s: float | None) -> Outcome:
+        """Defer with exponential backoff (or the provider's hint); fail after MAX_ATTEMPTS."""
         now = self.now()
         with self.db.session() as session:
             attempts = session.scalar(select(Delivery.attempts).where(Delivery.id == delivery_id)) or 1
         if attempts >= MAX_ATTEMPTS:
-            _finish(self.db, delivery_id, now, status="failed", reason="transient",
+            _finish(self.db, delivery_id, now, status="failed", reason=reason,
                     detail=f"{detail} (gave up after {attempts} attempts)")
-            return Outcome("failed", "transient", detail)
+            return Outcome("failed", reason, detail)
         delay = min(RETRY_BASE * 2 ** (attempts - 1), RETRY_MAX)
         if retry_after_s:
             delay = max(delay, timedelta(seconds=retry_after_s))
-        _finish(self.db, delivery_id, now, status="deferred", reason="transient", detail=detail,
+        _finish(self.db, delivery_id, now, status="deferred", reason=reason, detail=detail,
                 next_attempt_at=now + delay)
-        return Outcome("deferred", "transient", detail)
+        return Outcome("deferred", reason, detail)
 
     def _prepare(self, delivery_id: int, now: datetime) -> OutgoingMessage | Outcome:
         """Re-check consent, cap and window and render, recording any outcome that stops the send."""
@@ -194,6 +226,8 @@ class Sender:
             if not in_window(now, tz, start, end):
                 return stop("deferred", "send_window", retry_at=next_open(now, tz, start, end))
             delivery.recipient = recipient
+            # attempts count calls to the provider, not deferrals by window or cap
+            delivery.attempts += 1
             event = None
             if delivery.event_ref is not None:
                 found = session.scalar(select(ContactEvent).where(ContactEvent.event_id == delivery.event_ref))

@@ -66,6 +66,7 @@ def drain_embedded(db: Database, settings: Settings, now: Callable[[], datetime]
     Returns the ids it handled.
     """
     broker = actors.configure(settings, now, db)
+    actors.sender()  # adapters are built here: a configuration error stops us before any claim
     worker = dramatiq.Worker(broker, queues={actors.QUEUE}, worker_threads=threads, worker_timeout=100)
     worker.start()
     handled: list[int] = []
@@ -93,6 +94,7 @@ def drain_embedded(db: Database, settings: Settings, now: Callable[[], datetime]
 def drain_broker(settings: Settings, threads: int = 4) -> None:
     """Process the Redis queue in this process until it is empty (`izin worker --burst` with a broker)."""
     broker = actors.configure(settings)
+    actors.sender()
     worker = dramatiq.Worker(broker, queues={actors.QUEUE}, worker_threads=threads, worker_timeout=100)
     worker.start()
     try:
