@@ -21,7 +21,7 @@ from dramatiq.brokers.stub import StubBroker
 
 from izin import clock
 from izin.config import Settings, load_settings
-from izin.errors import ConfigError
+from izin.errors import ConfigError, ServiceUnavailable
 
 #: the queue every delivery message goes to
 QUEUE = "izin-deliveries"
@@ -38,11 +38,23 @@ def make_broker(url: str) -> dramatiq.Broker:
     if not url:
         return StubBroker()
     if url.startswith(("redis://", "rediss://", "unix://")):
+        import redis
         from dramatiq.brokers.redis import RedisBroker
 
-        return RedisBroker(url=url)
+        broker = RedisBroker(url=url)
+        try:
+            broker.client.ping()
+        except redis.exceptions.RedisError as exc:
+            raise ServiceUnavailable(f"broker unreachable ({_redacted(url)}): {exc}") from None
+        return broker
     raise ConfigError(f"unsupported broker URL {url.split('://')[0]}://...; use redis://host:6379/0, or leave "
                       "it empty for embedded mode", field="broker.url")
+
+
+def _redacted(url: str) -> str:
+    from izin.channels.base import redact_url
+
+    return redact_url(url)
 
 
 def configure(settings: Settings, now: Callable[[], datetime] = clock.now, db: Any = None) -> dramatiq.Broker:

@@ -186,6 +186,14 @@ def plan(app: AppContext, file: str, at: str | None, as_json: bool) -> None:
     click.echo("left out: " + ", ".join(f"{reason} {result.skipped.get(reason, 0)}" for reason in SKIP_REASONS))
 
 
+def _connect_broker(app: AppContext) -> None:
+    """With a broker configured, reach it before touching anything (exit 3 when it is down)."""
+    if app.settings.broker.url:
+        from izin.campaigns import actors
+
+        actors.configure(app.settings)
+
+
 def _summary(counts: dict[str, int]) -> str:
     return ", ".join(f"{key} {n}" for key, n in sorted(counts.items())) or "nothing"
 
@@ -206,14 +214,10 @@ def schedule(app: AppContext, file: str, at: str | None, as_json: bool) -> None:
     instant = _instant(at)
     campaign_ = load_valid(app, file)
     db = app.database()
+    _connect_broker(app)
     with db.session() as session:
         report = schedule_campaign(session, campaign_, app.settings, instant, clock.now())
-    enqueued = None
-    if app.settings.broker.url:
-        from izin.campaigns import actors
-
-        actors.configure(app.settings)
-        enqueued = enqueue_due(db, instant)
+    enqueued = enqueue_due(db, instant) if app.settings.broker.url else None
     document = {"campaign": campaign_.name, "at": clock.iso_istanbul(instant), "created": report.created,
                 "deferred": report.deferred, "enqueued": enqueued,
                 "skipped": {k: report.plan.skipped.get(k, 0) for k in report.plan.as_dict()["skipped"]}}
@@ -241,12 +245,10 @@ def run(app: AppContext, file: str, at: str | None, as_json: bool) -> None:
     instant = _instant(at)
     campaign_ = load_valid(app, file)
     db = app.database()
+    _connect_broker(app)
     with db.session() as session:
         report = schedule_campaign(session, campaign_, app.settings, instant, clock.now())
     if app.settings.broker.url:
-        from izin.campaigns import actors
-
-        actors.configure(app.settings)
         enqueued = enqueue_due(db, instant)
         click.echo(f"campaign {campaign_.name}: {report.created} deliveries created, {enqueued} enqueued for "
                    "the workers")
@@ -314,10 +316,7 @@ def scheduler(app: AppContext, folder: str, interval: float, once: bool) -> None
     from izin.campaigns.schedule import schedule_campaign
 
     db = app.database()
-    if app.settings.broker.url:
-        from izin.campaigns import actors
-
-        actors.configure(app.settings)
+    _connect_broker(app)
     lock = SchedulerLock(db, app.settings.broker.url)
     try:
         while True:

@@ -62,3 +62,15 @@ def test_unknown_campaign_status_and_bad_channel_url(shop, tmp_path):
     result = shop("campaign", "run", "dogum-gunu.yaml", expect=2)
     assert result.stderr.startswith("izin: error: channels.sms.url: ")
     assert "carrier-pigeon" in result.stderr
+
+
+def test_unreachable_broker_exits_3_and_creates_nothing(shop, db):
+    from sqlalchemy import func, select
+
+    from izin.campaigns.models import Delivery
+
+    result = shop("campaign", "schedule", "dogum-gunu.yaml", expect=3,
+                  env={"IZIN_BROKER_URL": "redis://127.0.0.1:9/0"})
+    assert result.stderr.startswith("izin: error: broker unreachable (redis://127.0.0.1:9/0): ")
+    with db.session() as session:
+        assert session.scalar(select(func.count()).select_from(Delivery)) == 0
