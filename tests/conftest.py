@@ -144,3 +144,30 @@ def redis_url() -> Iterator[str]:
     yield REDIS_URL
     client.flushdb()
     client.close()
+
+
+#: a complete sender identity, as izin.toml text
+SENDER_TOML = """\
+[sender]
+name = "Örnek Ticaret A.Ş."
+mersis = "0123456789000015"
+phone = "+90 212 555 00 00"
+email = "destek@ornek.com.tr"
+sms_header = "ORNEKTIC"
+sms_optout = "RET yazip 4609'a gonderin"
+"""
+
+
+@pytest.fixture
+def settings(tmp_path):
+    """Settings with a complete sender and both channels into tmp_path/outbox."""
+    from izin.config import Settings
+
+    outbox = tmp_path / "outbox"
+    return Settings.model_validate({
+        "sender": {"name": "Örnek Ticaret A.Ş.", "mersis": "0123456789000015", "phone": "+90 212 555 00 00",
+                   "email": "destek@ornek.com.tr", "sms_header": "ORNEKTIC",
+                   "sms_optout": "RET yazip 4609'a gonderin"},
+        "channels": {"email": {"url": f"outbox://{outbox}"}, "sms": {"url": f"outbox://{outbox}"}},
+        "web": {"secret_key": "test-secret"},
+    })

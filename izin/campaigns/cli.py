@@ -194,6 +194,18 @@ def _connect_broker(app: AppContext) -> None:
         actors.configure(app.settings)
 
 
+def _schedule(app: AppContext, file: str, instant: datetime) -> tuple[spec.Campaign, Any, Any]:
+    """Validate, reach the broker if any, and create the due deliveries: the start of schedule and run."""
+    from izin.campaigns.schedule import schedule_campaign
+
+    campaign_ = load_valid(app, file)
+    db = app.database()
+    _connect_broker(app)
+    with db.session() as session:
+        report = schedule_campaign(session, campaign_, app.settings, instant, clock.now())
+    return campaign_, report, db
+
+
 def _summary(counts: dict[str, int]) -> str:
     return ", ".join(f"{key} {n}" for key, n in sorted(counts.items())) or "nothing"
 
@@ -209,14 +221,9 @@ def schedule(app: AppContext, file: str, at: str | None, as_json: bool) -> None:
     Re-running creates nothing new: a delivery is one per campaign, contact and occurrence.
     """
     from izin.campaigns.runner import enqueue_due
-    from izin.campaigns.schedule import schedule_campaign
 
     instant = _instant(at)
-    campaign_ = load_valid(app, file)
-    db = app.database()
-    _connect_broker(app)
-    with db.session() as session:
-        report = schedule_campaign(session, campaign_, app.settings, instant, clock.now())
+    campaign_, report, db = _schedule(app, file, instant)
     enqueued = enqueue_due(db, instant) if app.settings.broker.url else None
     document = {"campaign": campaign_.name, "at": clock.iso_istanbul(instant), "created": report.created,
                 "deferred": report.deferred, "enqueued": enqueued,
@@ -240,14 +247,9 @@ def run(app: AppContext, file: str, at: str | None, as_json: bool) -> None:
     `izin worker --burst` or the scheduler to send later.
     """
     from izin.campaigns.runner import drain_embedded, enqueue_due, status_counts
-    from izin.campaigns.schedule import schedule_campaign
 
     instant = _instant(at)
-    campaign_ = load_valid(app, file)
-    db = app.database()
-    _connect_broker(app)
-    with db.session() as session:
-        report = schedule_campaign(session, campaign_, app.settings, instant, clock.now())
+    campaign_, report, db = _schedule(app, file, instant)
     if app.settings.broker.url:
         enqueued = enqueue_due(db, instant)
         click.echo(f"campaign {campaign_.name}: {report.created} deliveries created, {enqueued} enqueued for "

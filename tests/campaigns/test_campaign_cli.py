@@ -9,27 +9,18 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from conftest import add_contact
+from conftest import SENDER_TOML, add_contact
 from izin.campaigns.models import Delivery
 from izin.clock import parse_instant as T
 from izin.consent.ledger import LedgerWriter
 from izin.consent.models import Contact
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "izin" / "campaigns" / "examples"
-SENDER = """
-[sender]
-name = "Örnek Ticaret A.Ş."
-mersis = "0123456789000015"
-phone = "+90 212 555 00 00"
-email = "destek@ornek.com.tr"
-sms_header = "ORNEKTIC"
-sms_optout = "RET yazip 4609'a gonderin"
-"""
 
 
 @pytest.fixture
 def shop(cli, db):
-    (cli.cwd / "izin.toml").write_text(SENDER, encoding="utf-8")
+    (cli.cwd / "izin.toml").write_text(SENDER_TOML, encoding="utf-8")
     for name in ("dogum-gunu.yaml", "efsane-cuma.yaml", "degerlendirme.yaml"):
         shutil.copy(EXAMPLES / name, cli.cwd / name)
     add_contact(db, "C1", email="ayse@example.com", phone="+905321112233")

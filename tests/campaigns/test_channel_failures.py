@@ -3,7 +3,6 @@ with backoff and later succeed, permanent ones fail without retrying; rate limit
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections import Counter
@@ -16,8 +15,7 @@ from sqlalchemy import select
 from izin.campaigns.deliver import MAX_ATTEMPTS, RETRY_BASE
 from izin.campaigns.models import Delivery
 from izin.campaigns.runner import drain_embedded
-from test_crash import ONCE, free_port
-from test_sending import AT, consent, person, schedule, settings  # noqa: F401
+from support import AT, ONCE, consent, free_port, person, schedule
 
 
 class ScriptedSink:
@@ -52,7 +50,7 @@ def sink():
     controller.stop()
 
 
-def smtp_settings(settings, port, rate=None):  # noqa: F811
+def smtp_settings(settings, port, rate=None):
     channels = {**settings.channels,
                 "email": settings.channels["email"].model_copy(update={
                     "url": f"smtp://127.0.0.1:{port}?from=kampanya@ornek.com.tr&timeout=5", "rate": rate})}
@@ -66,7 +64,7 @@ def rows(db):
             .order_by(Delivery.id))]
 
 
-def test_transient_defers_with_backoff_then_sends_and_permanent_fails(db, settings, sink):  # noqa: F811
+def test_transient_defers_with_backoff_then_sends_and_permanent_fails(db, settings, sink):
     handler, port = sink
     for name in ("gecici", "kalici", "normal"):
         person(db, name, email=f"{name}@example.com")
@@ -91,7 +89,7 @@ def test_transient_defers_with_backoff_then_sends_and_permanent_fails(db, settin
     assert handler.received == Counter({"gecici@example.com": 1, "normal@example.com": 1})
 
 
-def test_a_delivery_that_keeps_failing_transiently_gives_up(db, settings, sink):  # noqa: F811
+def test_a_delivery_that_keeps_failing_transiently_gives_up(db, settings, sink):
     handler, port = sink
     person(db, "gecici", email="gecici@example.com")
     consent(db, "gecici", "email")
@@ -107,7 +105,7 @@ def test_a_delivery_that_keeps_failing_transiently_gives_up(db, settings, sink):
     assert handler.received == Counter()
 
 
-def test_rate_limit_is_shared_through_redis(db, settings, sink, redis_url):  # noqa: F811
+def test_rate_limit_is_shared_through_redis(db, settings, sink, redis_url):
     handler, port = sink
     for i in range(6):
         person(db, f"u{i}", email=f"u{i}@example.com")

@@ -18,15 +18,8 @@ from sqlalchemy import select
 
 from izin.campaigns.deliver import LEASE
 from izin.campaigns.models import Delivery
-from test_sending import AT, consent, person, schedule, settings  # noqa: F401
+from support import AT, ONCE, consent, free_port, person, schedule
 
-ONCE = """
-name: efsane-cuma
-trigger: {type: once, at: "2026-11-24T11:00:00+03:00"}
-channels: [email]
-content:
-  email: {subject: "Efsane Cuma", html_inline: "<p>Merhaba {{ contact.first_name }}</p>"}
-"""
 COUNT = 12
 
 
@@ -48,14 +41,6 @@ class SlowSink:
         return "250 OK"
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture
 def sink():
     handler = SlowSink(0.25)
@@ -73,7 +58,7 @@ def _worker(tmp_path, db_url: str, now: str) -> subprocess.Popen[str]:
                             env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
-def test_sigkill_mid_batch_loses_nothing(db, settings, sink, tmp_path):  # noqa: F811
+def test_sigkill_mid_batch_loses_nothing(db, settings, sink, tmp_path):
     handler, port = sink
     for i in range(COUNT):
         person(db, f"u{i:02d}", email=f"u{i:02d}@example.com")

@@ -12,7 +12,7 @@ from izin.campaigns import actors
 from izin.campaigns.models import Delivery
 from izin.campaigns.runner import SCHEDULER_LEASE, SchedulerLock, drain_broker, enqueue_due
 from izin.clock import parse_instant as T
-from test_sending import AT, CAMPAIGN, consent, outbox, person, schedule, settings, snapshot  # noqa: F401
+from support import AT, CAMPAIGN, consent, person, schedule, snapshot
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from test_sending import CAMPAIGN, consent, person
+from support import CAMPAIGN, consent, person
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from datetime import datetime, timedelta
 
 import pytest
 from sqlalchemy import select
