@@ -255,7 +255,8 @@ def run(app: AppContext, file: str, at: str | None, as_json: bool) -> None:
         click.echo(f"campaign {campaign_.name}: {report.created} deliveries created, {enqueued} enqueued for "
                    "the workers")
         return
-    handled = drain_embedded(db, app.settings, now=lambda: instant)
+    # --at picks what is due; the send itself is judged and recorded at the real moment
+    handled = drain_embedded(db, app.settings, now=clock.now, due_by=instant)
     counts = status_counts(db, sorted(set(report.ids) | set(handled)))
     if as_json:
         emit_json({"campaign": campaign_.name, "created": report.created, "outcomes": dict(counts)})

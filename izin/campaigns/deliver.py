@@ -30,7 +30,7 @@ from izin.campaigns.window import in_window, next_open
 from izin.channels.base import OutgoingMessage, Receipt
 from izin.channels.errors import ChannelAccountError, PermanentChannelError, TransientChannelError
 from izin.config import Settings
-from izin.consent.gate import may_send
+from izin.consent.gate import may_send, usable_address
 from izin.consent.models import Contact, ContactEvent
 from izin.consent.tokens import unsubscribe_url
 from izin.db import Database
@@ -188,7 +188,7 @@ class Sender:
 
     def _prepare(self, delivery_id: int, now: datetime) -> OutgoingMessage | Outcome:
         """Re-check consent, cap and window and render, recording any outcome that stops the send."""
-        from izin.campaigns.render import RenderError, build_context, render
+        from izin.campaigns.render import RenderError, build_context, promotion_in, render
 
         with self.db.session() as session:
             delivery = session.get(Delivery, delivery_id)
@@ -218,8 +218,7 @@ class Sender:
                     release = cap_release(session, contact.id, over, now, _SENT_OR_SENDING)
                     return stop("deferred", "frequency_cap", retry_at=release)
             else:
-                from izin.consent.ledger import contact_address
-                recipient = contact_address(contact, delivery.channel)
+                recipient = usable_address(contact, delivery.channel)
                 if recipient is None:
                     return stop("suppressed", "no_address")
             start, end = self.settings.policy.window_local
@@ -247,6 +246,12 @@ class Sender:
                                   max_segments=getattr(adapter, "max_segments", 7) or 7)
             except RenderError as exc:
                 return stop("failed", "template", str(exc))
+            if not delivery.commercial:
+                # validation saw a sample; the real text (attributes, event data) is checked too
+                promotion = promotion_in(rendered.text or "") or promotion_in(rendered.subject or "")
+                if promotion:
+                    return stop("failed", "promotion", f"a transactional message may not carry promotions: "
+                                                       f"'{promotion}'")
             return OutgoingMessage(
                 delivery_id=delivery.id, channel=delivery.channel, to=recipient, commercial=delivery.commercial,
                 recipient_type=contact.recipient_type, subject=rendered.subject, html=rendered.html,

@@ -20,7 +20,7 @@ from izin.campaigns import spec
 from izin.campaigns.audience import birthday_filter, compile_audience
 from izin.campaigns.models import Campaign as CampaignRow
 from izin.campaigns.models import Delivery
-from izin.campaigns.triggers import (birthday_due, follow_up_due, local_days, once_due, once_key)
+from izin.campaigns.triggers import ONCE_KEY, birthday_due, follow_up_due, local_days, once_due
 from izin.campaigns.window import in_window, next_open
 from izin.clock import iso_utc
 from izin.config import Settings
@@ -132,10 +132,9 @@ def _candidates(session: Session, campaign: spec.Campaign, started_at: datetime,
             found.append(Candidate(contact, due[0], due[1]))
     elif isinstance(trigger, spec.OnceTrigger):
         if once_due(trigger.at, ZoneInfo(policy_tz), at):
-            key = once_key(trigger.at)
             for contact, member in session.execute(select(Contact, in_audience).execution_options(yield_per=_CHUNK)):
                 if member:
-                    found.append(Candidate(contact, key, trigger.at))
+                    found.append(Candidate(contact, ONCE_KEY, trigger.at))
                 else:
                     left_out += 1
     else:

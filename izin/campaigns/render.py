@@ -576,6 +576,12 @@ class _TextExtractor(HTMLParser):
             self.parts.append(re.sub(r"\s+", " ", data))
 
 
+def promotion_in(text: str) -> str | None:
+    """The first promotional phrase in a text (a discount word or a percentage), or None."""
+    found = _PROMOTION.search(text.replace("İ", "i"))
+    return found.group(0) if found else None
+
+
 def html_to_text(markup: str) -> str:
     """A plain-text version of an HTML body, for the text/plain alternative."""
     parser = _TextExtractor()
@@ -586,10 +592,16 @@ def html_to_text(markup: str) -> str:
     return re.sub(r"\n{3,}", "\n\n", text)
 
 
+_BODY_END = re.compile(r"</body\s*>", re.IGNORECASE)
+
+
 def _attach_footer(body: str, footer: str) -> str:
     """The footer inside ``<body>`` when the template is a whole document, else after it."""
     footer = footer.strip("\n")
-    at = body.lower().rfind("</body>")
+    # search the text itself: lower() changes lengths ("İ" becomes two characters), so an index
+    # found in a lowered copy would cut the markup in the wrong place
+    closings = list(_BODY_END.finditer(body))
+    at = closings[-1].start() if closings else -1
     if at == -1:
         return f"{body.rstrip()}\n{footer}\n"
     return f"{body[:at].rstrip()}\n{footer}\n{body[at:]}"
@@ -822,10 +834,10 @@ def _check_sources(campaign: Campaign, channel: str, locale: str, dirs: tuple[st
             add(source.field, "renders to nothing for the sample contact; give it some text")
             ok = False
         elif not commercial:
-            found = _PROMOTION.search(plain.replace("İ", "i"))
+            found = promotion_in(plain)
             if found:
                 add(source.field, f"a transactional campaign may not carry promotions, and the "
-                                  f"text says '{found.group(0)}'; remove it or set purpose: "
+                                  f"text says '{found}'; remove it or set purpose: "
                                   "commercial")
                 ok = False
     return ok

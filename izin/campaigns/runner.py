@@ -59,11 +59,13 @@ def status_counts(db: Database, ids: list[int]) -> Counter[str]:
 
 
 def drain_embedded(db: Database, settings: Settings, now: Callable[[], datetime],
-                   threads: int = 2, progress: Callable[[int], None] | None = None) -> list[int]:
+                   threads: int = 2, progress: Callable[[int], None] | None = None,
+                   due_by: datetime | None = None) -> list[int]:
     """Process every delivery due now in this process through dramatiq's Worker on a StubBroker.
 
-    Repeats until nothing is due now: a delivery deferred to later waits for a later run.
-    Returns the ids it handled.
+    `now` is the sender's clock: consent, caps and windows are judged, and sends recorded, by it.
+    `due_by` (default: now) picks which deliveries to take, for `campaign run --at`. Repeats until
+    nothing is due: a delivery deferred to later waits for a later run. Returns the ids it handled.
     """
     broker = actors.configure(settings, now, db)
     actors.sender()  # adapters are built here: a configuration error stops us before any claim
@@ -74,7 +76,7 @@ def drain_embedded(db: Database, settings: Settings, now: Callable[[], datetime]
         seen: set[int] = set()
         while True:
             with db.session() as session:
-                ids = [i for i in due_ids(session, now(), limit=_ROUND) if i not in seen]
+                ids = [i for i in due_ids(session, due_by or now(), limit=_ROUND) if i not in seen]
             if not ids:
                 break
             seen.update(ids)

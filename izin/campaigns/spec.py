@@ -668,6 +668,11 @@ def _rule_problems(data: Any) -> list[tuple[tuple[Any, ...], bool, str]]:
                 problems.append((("content", channel), True,
                                  f"content for '{channel}' but {channel} is not in channels; "
                                  f"add it to channels or remove content.{channel}"))
+    trigger = data.get("trigger")
+    if data.get("purpose") == "transactional" and isinstance(trigger, dict) and trigger.get("type") in ("birthday", "once"):
+        problems.append((("purpose",), False,
+                         f"a {trigger['type']} campaign is a commercial message (law 6563 counts celebration "
+                         "and blast messages as commercial), so it needs consent; set purpose: commercial"))
     if data.get("purpose") == "transactional" and data.get("coupon") is not None:
         problems.append((("coupon",), True,
                          "a transactional campaign may not carry promotions; remove coupon or set "

@@ -1,7 +1,7 @@
 """Triggers: when is a contact due, and under which occurrence key.
 
-The key, with campaign and contact, names a delivery for ever: the year for a birthday, the
-blast's instant for a `once` campaign, the event id for a follow-up. Birthday and `once`
+The key, with campaign and contact, names a delivery for ever: the year for a birthday, "once" for
+a `once` campaign (moving its instant does not make a second blast), the event id for a follow-up. Birthday and `once`
 occurrences are due from their moment until the end of that local day, so a tick later the same
 day still sends them and a tick the next day does not (no late greetings, no look-ahead).
 """
@@ -45,9 +45,9 @@ def birthday_due(birthday: date, tz: ZoneInfo, send_time: time, at: datetime) ->
     return (str(day.year), due) if due <= at else None
 
 
-def once_key(instant: datetime) -> str:
-    """A `once` campaign's occurrence key: its instant, so moving the blast makes a new occurrence."""
-    return instant.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%MZ")
+#: a `once` campaign's occurrence key: one blast per contact for ever, wherever its instant is moved;
+#: a second blast is a new campaign (a new name)
+ONCE_KEY = "once"
 
 
 def once_due(instant: datetime, tz: ZoneInfo, at: datetime) -> bool:

@@ -40,14 +40,12 @@ class Decision:
     status: str | None = None
 
 
-def _latest_as_of(session: Session, recipient: str, channel: str, recipient_type: str,
-                  at: datetime) -> tuple[str, int] | None:
-    state = session.get(ConsentState, (recipient, channel, recipient_type))
-    if state is None:
-        return None
-    if state.recorded_at <= at:
-        return state.status, state.event_id
-    # asked about a moment before the latest change: read the ledger as it stood then
+Latest = dict[str, tuple[str, int]]
+
+
+def _as_of(session: Session, recipient: str, channel: str, recipient_type: str,
+           at: datetime) -> tuple[str, int] | None:
+    """The latest event of one key recorded at or before `at` (a historical question)."""
     row = session.execute(
         select(ConsentEvent.status, ConsentEvent.id)
         .where(ConsentEvent.recipient == recipient, ConsentEvent.channel == channel,
@@ -57,60 +55,79 @@ def _latest_as_of(session: Session, recipient: str, channel: str, recipient_type
     return (row.status, row.id) if row else None
 
 
-def _decide(contact: Contact, channel: str, recipient: str | None,
-            latest: tuple[str, int] | None) -> Decision:
-    if latest is None:
-        if contact.recipient_type == "TACIR":
-            return Decision(True, channel, recipient, basis=ON_TACIR_EXEMPTION)
-        return Decision(False, channel, recipient, reason=NO_CONSENT)
-    status, event_id = latest
-    if status == "ONAY":
-        return Decision(True, channel, recipient, basis=ON_ONAY, event_id=event_id, status=status)
-    return Decision(False, channel, recipient, reason=NO_CONSENT, event_id=event_id, status=status)
+def _latest(session: Session, states: list[ConsentState], at: datetime, as_of: bool) -> Latest:
+    """(status, event id) per recipient type, from the current state or, with as_of, the ledger at `at`."""
+    latest: Latest = {}
+    for state in states:
+        if as_of and state.recorded_at > at:
+            found = _as_of(session, state.recipient, state.channel, state.recipient_type, at)
+            if found is not None:
+                latest[state.recipient_type] = found
+        else:
+            latest[state.recipient_type] = (state.status, state.event_id)
+    return latest
 
 
-def _usable_address(contact: Contact, channel: str) -> str | None:
+def _decide(contact: Contact, channel: str, recipient: str, latest: Latest) -> Decision:
+    own = latest.get(contact.recipient_type)
+    # a refusal binds the address whichever recipient type it was recorded under: a contact
+    # re-typed from BIREYSEL to TACIR must not slip past its RET through the TACIR exemption
+    refusal = own if own and own[0] == "RET" else next((v for v in latest.values() if v[0] == "RET"), None)
+    if refusal is not None:
+        return Decision(False, channel, recipient, reason=NO_CONSENT, event_id=refusal[1], status="RET")
+    if own is not None:
+        return Decision(True, channel, recipient, basis=ON_ONAY, event_id=own[1], status="ONAY")
+    if contact.recipient_type == "TACIR" and not latest:
+        return Decision(True, channel, recipient, basis=ON_TACIR_EXEMPTION)
+    return Decision(False, channel, recipient, reason=NO_CONSENT)
+
+
+def usable_address(contact: Contact, channel: str) -> str | None:
+    """The address a channel can reach now: SMS needs a number that can be mobile."""
     recipient = contact_address(contact, channel)
     if channel == "sms" and not contact.phone_mobile:
         return None
     return recipient
 
 
-def may_send(session: Session, contact: Contact, channel: str, at: datetime) -> Decision:
-    """Answer for one contact, channel and instant, with the consent event it rests on."""
-    recipient = _usable_address(contact, channel)
+def may_send(session: Session, contact: Contact, channel: str, at: datetime, *, as_of: bool = False) -> Decision:
+    """Answer for one contact, channel and instant, with the consent event it rests on.
+
+    By default the answer rests on everything recorded so far, even after `at`: an opt-out is never
+    ignored because it is younger than the instant asked about. `as_of=True` asks the historical
+    question instead: what did the ledger say at `at`?
+    """
+    recipient = usable_address(contact, channel)
     if recipient is None:
         return Decision(False, channel, contact_address(contact, channel), reason=NO_ADDRESS)
-    return _decide(contact, channel, recipient, _latest_as_of(session, recipient, channel, contact.recipient_type, at))
+    states = list(session.scalars(select(ConsentState).where(
+        ConsentState.recipient == recipient, ConsentState.channel == channel)))
+    return _decide(contact, channel, recipient, _latest(session, states, at, as_of))
 
 
 #: addresses looked up per query when deciding for many contacts
 _CHUNK = 1_000
 
 
-def may_send_many(session: Session, contacts: list[Contact], channel: str, at: datetime) -> dict[int, Decision]:
+def may_send_many(session: Session, contacts: list[Contact], channel: str, at: datetime, *,
+                  as_of: bool = False) -> dict[int, Decision]:
     """The same answers as may_send for many contacts, reading current state in chunked queries."""
     decisions: dict[int, Decision] = {}
-    wanted: dict[tuple[str, str], list[Contact]] = {}
+    wanted: dict[str, list[Contact]] = {}
     for contact in contacts:
-        recipient = _usable_address(contact, channel)
+        recipient = usable_address(contact, channel)
         if recipient is None:
             decisions[contact.id] = Decision(False, channel, contact_address(contact, channel), reason=NO_ADDRESS)
         else:
-            wanted.setdefault((recipient, contact.recipient_type), []).append(contact)
-    keys = list(wanted)
-    states: dict[tuple[str, str], ConsentState] = {}
-    for start in range(0, len(keys), _CHUNK):
-        recipients = {r for r, _ in keys[start:start + _CHUNK]}
+            wanted.setdefault(recipient, []).append(contact)
+    recipients = list(wanted)
+    states: dict[str, list[ConsentState]] = {}
+    for start in range(0, len(recipients), _CHUNK):
         for state in session.scalars(select(ConsentState).where(
-                ConsentState.channel == channel, ConsentState.recipient.in_(recipients))):
-            states[(state.recipient, state.recipient_type)] = state
-    for (recipient, recipient_type), group in wanted.items():
-        state = states.get((recipient, recipient_type))
-        if state is not None and state.recorded_at > at:
-            latest = _latest_as_of(session, recipient, channel, recipient_type, at)
-        else:
-            latest = (state.status, state.event_id) if state is not None else None
+                ConsentState.channel == channel, ConsentState.recipient.in_(recipients[start:start + _CHUNK]))):
+            states.setdefault(state.recipient, []).append(state)
+    for recipient, group in wanted.items():
+        latest = _latest(session, states.get(recipient, []), at, as_of)
         for contact in group:
             decisions[contact.id] = _decide(contact, channel, recipient, latest)
     return decisions

@@ -155,7 +155,8 @@ def test_commercial_email_without_an_unsubscribe_url_is_refused():
 
 
 def test_transactional_messages_get_identity_but_no_opt_out():
-    campaign = parse_campaign(INLINE.replace("name: selam", "name: selam\npurpose: transactional"))
+    campaign = parse_campaign(INLINE.replace("name: selam", "name: selam\npurpose: transactional").replace(
+        "trigger: {type: birthday}", "trigger: {type: after_event, event: purchase, delay: 1d}"))
     email = render(campaign, "email", context_for(campaign, url=None), SETTINGS, "tr")
     assert email.text == (
         "Merhaba Ayşe!\n\n--\n"
@@ -170,7 +171,8 @@ def test_transactional_messages_get_identity_but_no_opt_out():
 
 
 def test_footer_comes_from_settings_and_leaves_out_empty_fields():
-    campaign = parse_campaign(INLINE.replace("name: selam", "name: selam\npurpose: transactional"))
+    campaign = parse_campaign(INLINE.replace("name: selam", "name: selam\npurpose: transactional").replace(
+        "trigger: {type: birthday}", "trigger: {type: after_event, event: purchase, delay: 1d}"))
     settings = settings_with(phone="", mersis="")
     email = render(campaign, "email", context_for(campaign, url=None), settings, "tr")
     assert email.text == (
@@ -836,3 +838,11 @@ def test_validation_without_a_source_file_points_at_the_top():
                 "email, phone, locale, birthday; for an attribute only some contacts have, write "
                 "{{ contact.nope | default('') }}"),
     ]
+
+
+def test_footer_goes_before_body_end_even_after_dotted_capital_i():
+    from izin.campaigns.render import _attach_footer
+
+    body = "<html><body><p>İyi alışverişler! İİİİ</p></body></html>"
+    assert _attach_footer(body, "<div>footer</div>") == (
+        "<html><body><p>İyi alışverişler! İİİİ</p>\n<div>footer</div>\n</body></html>")

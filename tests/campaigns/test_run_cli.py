@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from izin.clock import parse_instant as T
 from support import CAMPAIGN, consent, person
 
 
@@ -74,3 +75,18 @@ def test_unreachable_broker_exits_3_and_creates_nothing(shop, db):
     assert result.stderr.startswith("izin: error: broker unreachable (redis://127.0.0.1:9/0): ")
     with db.session() as session:
         assert session.scalar(select(func.count()).select_from(Delivery)) == 0
+
+
+def test_run_at_a_past_instant_judges_consent_and_records_the_send_now(shop, db):
+    """--at picks what is due; an opt-out recorded since then still wins, and sent_at is the real moment."""
+    from sqlalchemy import select
+
+    from izin.campaigns.models import Delivery
+
+    shop("consent", "withdraw", "zeynep", "--channel", "email", "--source", "HS_EPOSTA")  # recorded now (12:00)
+    result = shop("campaign", "run", "dogum-gunu.yaml", "--at", "2026-11-24T10:30:00+03:00")
+    # the plan at 10:30 does not know better than the ledger today: zeynep is not even scheduled
+    assert result.stdout == "campaign dogum-gunu: 2 deliveries created; sent 2\n"
+    with db.session() as session:
+        sent = set(session.scalars(select(Delivery.sent_at)))
+    assert sent == {T("2026-11-24T12:00:00+03:00")}

@@ -185,3 +185,40 @@ def test_sender_records_the_consent_it_checked(crowd, settings):
     assert [sender.process(i).status for i in ids] == ["sent", "sent", "sent"]
     assert [sender.process(i).status for i in ids] == ["skipped", "skipped", "skipped"]
     sender.close()
+
+
+def test_moving_a_blast_does_not_send_it_twice(db, settings):
+    from support import ONCE
+
+    person(db, "ayse", email="ayse@example.com")
+    consent(db, "ayse", "email")
+    assert schedule(db, settings, text=ONCE).created == 1
+    drain_embedded(db, settings, now=lambda: AT)
+    moved = ONCE.replace("2026-11-24T11:00:00+03:00", "2026-11-24T11:30:00+03:00")
+    assert schedule(db, settings, text=moved).created == 0
+    assert schedule(db, settings, text=moved).plan.skipped["already_sent"] == 1
+
+
+def test_promotion_reaching_a_transactional_message_through_data_fails_it(db, settings):
+    person(db, "ayse", email="ayse@example.com")
+    from izin.consent.models import ContactEvent
+    with db.session() as session:
+        contact_id = session.scalar(select(Contact.id))
+        session.add(ContactEvent(event_id="O1", contact_id=contact_id, name="purchase",
+                                 occurred_at=T("2026-11-20T10:00:00+03:00"),
+                                 attributes={"note": "Sepette ek indirim seni bekliyor"}, imported_at=AT))
+    notice = """
+name: kargo
+purpose: transactional
+trigger: {type: after_event, event: purchase, delay: 1d, backfill: true}
+channels: [email]
+content:
+  email: {subject: "Siparisiniz yolda", html_inline: "<p>Siparisiniz yolda. {{ event.note }}</p>"}
+"""
+    schedule(db, settings, text=notice)
+    drain_embedded(db, settings, now=lambda: AT)
+    with db.session() as session:
+        delivery = session.scalar(select(Delivery))
+    assert (delivery.status, delivery.reason, delivery.detail) == (
+        "failed", "promotion", "a transactional message may not carry promotions: 'indirim'")
+    assert outbox(settings) == []

@@ -20,6 +20,7 @@ from izin.campaigns.spec import (
     SpecError,
     TagCondition,
     load_campaign,
+    parse_campaign,
     parse_cap,
     parse_duration,
     parse_send_time,
@@ -104,12 +105,11 @@ def test_birthday_send_time_defaults_to_ten(write) -> None:
 def test_once_file_keeps_the_offset(write) -> None:
     campaign = load_campaign(write(dedent("""\
         name: efsane-cuma
-        purpose: transactional
         trigger: {type: once, at: 2026-11-27T10:00:00+03:00}
         channels: [email]
         content: {email: {subject: Kargo, html_inline: "<p>Yolda</p>", text: kargo/text.txt}}
         """)))
-    assert campaign.purpose == "transactional"
+    assert campaign.purpose == "commercial"
     assert campaign.trigger == OnceTrigger(
         type="once", at=datetime(2026, 11, 27, 10, 0, tzinfo=timezone(timedelta(hours=3))))
     assert campaign.trigger.at.astimezone(timezone.utc) == datetime(
@@ -476,7 +476,7 @@ INVALID = [
         id="email-without-body",
     ),
     pytest.param(
-        "name: x\npurpose: transactional\ntrigger: {type: birthday}\n" + TAIL
+        "name: x\npurpose: transactional\ntrigger: {type: after_event, event: purchase, delay: 1d}\n" + TAIL
         + "coupon: {prefix: IYIKI, percent: 20, valid_days: 14}\n",
         ["c.yaml:6:1: coupon: a transactional campaign may not carry promotions; remove coupon or "
          "set purpose: commercial"],
@@ -720,3 +720,15 @@ def test_parse_send_time(text: str, expected: time | None) -> None:
         with pytest.raises(ValueError) as caught:
             parse_send_time(text)
         assert str(caught.value) == f"must be HH:MM (00:00-23:59), e.g. 10:00; got '{text}'"
+
+
+@pytest.mark.parametrize("trigger", ["{type: birthday}", "{type: once, at: \"2026-11-27T10:00:00+03:00\"}"])
+def test_transactional_birthday_or_blast_is_refused(tmp_path, trigger):
+    text = (f"name: kutlama\npurpose: transactional\ntrigger: {trigger}\nchannels: [sms]\n"
+            "content:\n  sms: {text: merhaba}\n")
+    with pytest.raises(SpecError) as info:
+        parse_campaign(text, "k.yaml")
+    kind = "birthday" if "birthday" in trigger else "once"
+    assert [str(p) for p in info.value.problems] == [
+        f"k.yaml:2:10: purpose: a {kind} campaign is a commercial message (law 6563 counts celebration and blast "
+        "messages as commercial), so it needs consent; set purpose: commercial"]

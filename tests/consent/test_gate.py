@@ -20,10 +20,10 @@ def grant(db, external_id, channel, status, at, now=NOW, source="HS_WEB"):
         return LedgerWriter(session).record(contact, channel, status, source, T(at), now).event.id
 
 
-def decide(db, external_id, channel, at=NOW) -> Decision:
+def decide(db, external_id, channel, at=NOW, as_of=False) -> Decision:
     with db.session() as session:
         contact = session.scalar(select(Contact).where(Contact.external_id == external_id))
-        return may_send(session, contact, channel, at)
+        return may_send(session, contact, channel, at, as_of=as_of)
 
 
 def test_onay_allows_and_names_its_event(db):
@@ -77,10 +77,30 @@ def test_asking_about_an_earlier_instant_reads_the_ledger_as_it_stood(db):
     onay = grant(db, "C1", "email", "ONAY", "2026-11-01T10:00:00+03:00", now=T("2026-11-01T10:00:00+03:00"))
     grant(db, "C1", "email", "RET", "2026-11-10T10:00:00+03:00", now=T("2026-11-10T10:00:00+03:00"),
           source="HS_EPOSTA")
-    assert decide(db, "C1", "email", at=T("2026-11-05T00:00:00+03:00")).event_id == onay
-    assert decide(db, "C1", "email", at=T("2026-11-05T00:00:00+03:00")).allowed is True
-    assert decide(db, "C1", "email", at=T("2026-10-30T00:00:00+03:00")).reason == "no_consent"
+    assert decide(db, "C1", "email", at=T("2026-11-05T00:00:00+03:00"), as_of=True).event_id == onay
+    assert decide(db, "C1", "email", at=T("2026-11-05T00:00:00+03:00"), as_of=True).allowed is True
+    assert decide(db, "C1", "email", at=T("2026-10-30T00:00:00+03:00"), as_of=True).reason == "no_consent"
     assert decide(db, "C1", "email").allowed is False
+    # without as_of, an opt-out younger than the instant asked about still wins
+    assert decide(db, "C1", "email", at=T("2026-11-05T00:00:00+03:00")).allowed is False
+
+
+def test_a_refusal_under_either_recipient_type_blocks_the_address(db):
+    """A contact re-typed from BIREYSEL to TACIR does not slip past its RET through the exemption."""
+    add_contact(db, "C1", email="a@example.com")
+    grant(db, "C1", "email", "ONAY", "2026-11-01T10:00:00+03:00")
+    ret = grant(db, "C1", "email", "RET", "2026-11-02T10:00:00+03:00", source="HS_EPOSTA")
+    with db.session() as session:
+        session.scalar(select(Contact).where(Contact.external_id == "C1")).recipient_type = "TACIR"
+    assert decide(db, "C1", "email") == Decision(False, "email", "a@example.com", reason="no_consent",
+                                                 event_id=ret, status="RET")
+    # and a TACIR address with any record at all is no longer on the exemption
+    add_contact(db, "T2", email="b@firma.com.tr", recipient_type="TACIR")
+    with db.session() as session:
+        contact = session.scalar(select(Contact).where(Contact.external_id == "T2"))
+        LedgerWriter(session).record(contact, "email", "ONAY", "HS_WEB", T("2026-11-01T10:00:00+03:00"), NOW,
+                                     recipient_type="BIREYSEL")
+    assert decide(db, "T2", "email").reason == "no_consent"
 
 
 def test_many_agrees_with_one_by_one(db):
