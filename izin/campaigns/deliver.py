@@ -57,21 +57,27 @@ class Outcome:
     detail: str | None = None
 
 
-def claim(db: Database, delivery_id: int, now: datetime) -> bool:
-    """Take the delivery for this worker if it is due and nobody holds it; True when taken."""
+def claim(db: Database, delivery_id: int, now: datetime) -> datetime | None:
+    """Take the delivery for this worker if it is due and nobody holds it.
+
+    Returns the lease's end, which is also this claim's token: only the holder of the current
+    lease may record the outcome, so a worker whose lease ran out cannot overwrite its successor.
+    """
+    lease = now + LEASE
     with db.session() as session:
         result = session.execute(update(Delivery).where(
             Delivery.id == delivery_id,
             or_(and_(Delivery.status == "scheduled", Delivery.due_at <= now),
                 and_(Delivery.status == "deferred", Delivery.next_attempt_at <= now),
                 and_(Delivery.status == "sending", Delivery.lease_until < now)),
-        ).values(status="sending", lease_until=now + LEASE, updated_at=now))
-        return result.rowcount == 1
+        ).values(status="sending", lease_until=lease, updated_at=now))
+        return lease if result.rowcount == 1 else None
 
 
-def _finish(db: Database, delivery_id: int, now: datetime, **values: Any) -> None:
+def _finish(db: Database, delivery_id: int, lease: datetime, now: datetime, **values: Any) -> None:
     with db.session() as session:
-        session.execute(update(Delivery).where(Delivery.id == delivery_id, Delivery.status == "sending")
+        session.execute(update(Delivery).where(Delivery.id == delivery_id, Delivery.status == "sending",
+                                               Delivery.lease_until == lease)
                         .values(lease_until=None, updated_at=now, **values))
 
 
@@ -134,35 +140,41 @@ class Sender:
 
     def process(self, delivery_id: int) -> Outcome:
         """One attempt at one delivery. Never raises for an outcome; raises only when the database fails."""
+        if self._limiters:
+            # wait for the channel's rate before claiming, so the lease is not spent queueing
+            with self.db.session() as session:
+                channel = session.scalar(select(Delivery.channel).where(Delivery.id == delivery_id))
+            if channel is not None:
+                self._throttle(channel)
         now = self.now()
-        if not claim(self.db, delivery_id, now):
+        lease = claim(self.db, delivery_id, now)
+        if lease is None:
             return Outcome("skipped")
         prepared = self._prepare(delivery_id, now)
         if isinstance(prepared, Outcome):
             return prepared
         message = prepared
-        self._throttle(message.channel)
         try:
             receipt = self.adapter(message.channel).send(message)  # the duplicate window: see the docstring
         except TransientChannelError as exc:
-            return self._transient(delivery_id, "transient", str(exc), exc.retry_after_s)
+            return self._transient(delivery_id, lease, "transient", str(exc), exc.retry_after_s)
         except ChannelAccountError as exc:
             # the account or its set-up is refused: every message would fail alike, so hold them
             # (deferred, retried slowly) rather than fail greetings that a fixed password would send
-            return self._transient(delivery_id, "channel_account", str(exc), ACCOUNT_RETRY.total_seconds())
+            return self._transient(delivery_id, lease, "channel_account", str(exc), ACCOUNT_RETRY.total_seconds())
         except PermanentChannelError as exc:
-            _finish(self.db, delivery_id, self.now(), status="failed", reason="permanent", detail=str(exc))
+            _finish(self.db, delivery_id, lease, self.now(), status="failed", reason="permanent", detail=str(exc))
             return Outcome("failed", "permanent", str(exc))
-        self._record_sent(delivery_id, receipt)
+        self._record_sent(delivery_id, lease, receipt)
         return Outcome("sent")
 
-    def _record_sent(self, delivery_id: int, receipt: Receipt) -> None:
+    def _record_sent(self, delivery_id: int, lease: datetime, receipt: Receipt) -> None:
         # the message is out: try hard to say so, or a lapsed lease would send it again
         for attempt in range(5):
             try:
                 # sent_at is on the engine's clock, the one consent and windows were judged by
                 now = self.now()
-                _finish(self.db, delivery_id, now, status="sent", sent_at=now,
+                _finish(self.db, delivery_id, lease, now, status="sent", sent_at=now,
                         provider_id=receipt.provider_id, segments=receipt.segments, reason=None, detail=None)
                 return
             except OperationalError:
@@ -170,19 +182,20 @@ class Sender:
                     raise
                 time_module.sleep(0.5 * 2 ** attempt)
 
-    def _transient(self, delivery_id: int, reason: str, detail: str, retry_after_s: float | None) -> Outcome:
+    def _transient(self, delivery_id: int, lease: datetime, reason: str, detail: str,
+                   retry_after_s: float | None) -> Outcome:
         """Defer with exponential backoff (or the provider's hint); fail after MAX_ATTEMPTS."""
         now = self.now()
         with self.db.session() as session:
             attempts = session.scalar(select(Delivery.attempts).where(Delivery.id == delivery_id)) or 1
         if attempts >= MAX_ATTEMPTS:
-            _finish(self.db, delivery_id, now, status="failed", reason=reason,
+            _finish(self.db, delivery_id, lease, now, status="failed", reason=reason,
                     detail=f"{detail} (gave up after {attempts} attempts)")
             return Outcome("failed", reason, detail)
         delay = min(RETRY_BASE * 2 ** (attempts - 1), RETRY_MAX)
         if retry_after_s:
             delay = max(delay, timedelta(seconds=retry_after_s))
-        _finish(self.db, delivery_id, now, status="deferred", reason=reason, detail=detail,
+        _finish(self.db, delivery_id, lease, now, status="deferred", reason=reason, detail=detail,
                 next_attempt_at=now + delay)
         return Outcome("deferred", reason, detail)
 

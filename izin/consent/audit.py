@@ -15,12 +15,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import IO, Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import and_, exists, or_, select
+from sqlalchemy.orm import aliased
 from sqlalchemy.orm import Session
 
 from izin.clock import iso_istanbul, iso_utc
 from izin.consent.ledger import event_hash
-from izin.consent.models import GENESIS_HASH, IYS_TYPE, ConsentEvent, Contact, LedgerHead, PurgeRun
+from izin.consent.models import (GENESIS_HASH, IYS_TYPE, ConsentEvent, ConsentState, Contact, LedgerHead,
+                                 PurgeRun)
 
 CONSENT_FIELDS = ("kind", "id", "contact", "recipient", "channel", "iys_type", "status", "source",
                   "recipient_type", "consent_date", "recorded_at", "proof", "iys_uploadable",
@@ -133,10 +135,40 @@ def verify(session: Session, secret: str) -> Verification:
         return Verification(checked, last_id, prev_hash, min(last_id, head_id) + 1,
                             f"the ledger ends at event #{last_id} but its head records #{head_id}: "
                             "the newest events were deleted, or events were appended outside izin")
-    problem = _check_purges(session, secret, tombstones)
+    problem = _check_purges(session, secret, tombstones) or _check_state(session)
     if problem:
         return Verification(checked, last_id, prev_hash, problem[0], problem[1])
     return Verification(checked, last_id, prev_hash)
+
+
+def _check_state(session: Session) -> tuple[int, str] | None:
+    """The current-state table the gate reads must agree with the ledger, row for row."""
+    event = aliased(ConsentEvent)
+    later = aliased(ConsentEvent)
+    wrong = session.execute(
+        select(ConsentState.recipient, ConsentState.channel, ConsentState.status, ConsentState.event_id)
+        .outerjoin(event, event.id == ConsentState.event_id)
+        .where(or_(event.id.is_(None), event.status != ConsentState.status, event.channel != ConsentState.channel,
+                   event.recipient_type != ConsentState.recipient_type,
+                   and_(event.recipient.is_not(None), event.recipient != ConsentState.recipient),
+                   exists().where(later.recipient == ConsentState.recipient, later.channel == ConsentState.channel,
+                                  later.recipient_type == ConsentState.recipient_type,
+                                  later.id > ConsentState.event_id)))
+        .order_by(ConsentState.event_id).limit(1)).first()
+    if wrong is not None:
+        return wrong.event_id, (f"the current state of {wrong.recipient} on {wrong.channel} ({wrong.status}, event "
+                                f"#{wrong.event_id}) is not what the ledger says: the table the send gate reads "
+                                "was changed outside izin")
+    missing = session.execute(
+        select(ConsentEvent.id, ConsentEvent.recipient, ConsentEvent.channel)
+        .where(ConsentEvent.recipient.is_not(None), ~exists().where(
+            ConsentState.recipient == ConsentEvent.recipient, ConsentState.channel == ConsentEvent.channel,
+            ConsentState.recipient_type == ConsentEvent.recipient_type))
+        .order_by(ConsentEvent.id).limit(1)).first()
+    if missing is not None:
+        return missing.id, (f"{missing.recipient} on {missing.channel} has ledger events but no current state: "
+                            "the table the send gate reads was changed outside izin")
+    return None
 
 
 def _check_purges(session: Session, secret: str, tombstones: dict[int, list[str]]) -> tuple[int, str] | None:

@@ -13,7 +13,7 @@ import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import delete, exists, or_, select, update
+from sqlalchemy import delete, exists, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from izin.consent.audit import key_id, sign
@@ -39,15 +39,27 @@ def years_before(instant: datetime, years: int) -> datetime:
 
 def purge(session: Session, now: datetime, years: int, secret: str) -> PurgeReport:
     """Tombstone the evidence of consents that ended before the cutoff; clear opted-out targeting data."""
+    from izin.campaigns.models import Delivery  # send logs age with the consent they rested on
+
     cutoff = years_before(now, years)
+    # a consent ended when the refusal was given and recorded, and no later than the last message
+    # sent to the address on that channel: a late-entered, back-dated RET does not age evidence
+    recent_send = exists().where(Delivery.recipient == ConsentState.recipient,
+                                 Delivery.channel == ConsentState.channel, Delivery.sent_at >= cutoff)
     ended = session.execute(select(ConsentState).where(
-        ConsentState.status == "RET", ConsentState.consent_date < cutoff)).scalars().all()
+        ConsentState.status == "RET", ConsentState.consent_date < cutoff, ConsentState.recorded_at < cutoff,
+        ~recent_send)).scalars().all()
     ids: list[int] = []
     for state in ended:
         ids.extend(session.scalars(select(ConsentEvent.id).where(
             ConsentEvent.recipient == state.recipient, ConsentEvent.channel == state.channel,
             ConsentEvent.recipient_type == state.recipient_type, ConsentEvent.id <= state.event_id,
             ConsentEvent.purge_run_id.is_(None))))
+        # the send log of that address goes with its evidence: counts stay, the address and code go
+        session.execute(update(Delivery).where(
+            Delivery.recipient == state.recipient, Delivery.channel == state.channel,
+            func.coalesce(Delivery.sent_at, Delivery.created_at) < cutoff).values(
+            recipient=None, coupon_code=None, detail=None))
     contacts = _clear_targeting(session, now)
     if not ids:
         return PurgeReport(cutoff, 0, contacts, None)

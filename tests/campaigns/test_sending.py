@@ -68,7 +68,7 @@ def test_withdrawal_while_claimed_by_a_dead_worker_is_caught_by_the_recheck(crow
     schedule(db, settings)
     with db.session() as session:
         ayse = session.scalar(select(Delivery.id).join(Contact).where(Contact.external_id == "ayse"))
-    assert claim(db, ayse, AT - LEASE - timedelta(seconds=1)) is True  # a worker took it, then died
+    assert claim(db, ayse, AT - LEASE - timedelta(seconds=1)) is not None  # a worker took it, then died
     consent(db, "ayse", "sms", "RET", at="2026-11-24T11:59:00+03:00", now=T("2026-11-24T11:59:00+03:00"))
     assert snapshot(db)[0] == ("ayse", "sending", None, "sms")
     drain_embedded(db, settings, now=lambda: AT)  # the lease has run out: another worker takes it
@@ -85,7 +85,7 @@ def test_claim_is_atomic_between_workers(crowd, settings):
 
     def contender(delivery_id: int) -> None:
         barrier.wait()
-        results.append(claim(db, delivery_id, AT))
+        results.append(claim(db, delivery_id, AT) is not None)
 
     for delivery_id in ids:
         results.clear()
@@ -222,3 +222,21 @@ content:
     assert (delivery.status, delivery.reason, delivery.detail) == (
         "failed", "promotion", "a transactional message may not carry promotions: 'indirim'")
     assert outbox(settings) == []
+
+
+def test_a_worker_whose_lease_ran_out_cannot_record_over_its_successor(crowd, settings):
+    from izin.campaigns.deliver import _finish
+
+    db = crowd
+    schedule(db, settings)
+    with db.session() as session:
+        first = session.scalar(select(Delivery.id).order_by(Delivery.id))
+    slow = claim(db, first, AT)
+    successor = claim(db, first, AT + LEASE + timedelta(seconds=1))
+    assert slow is not None and successor is not None and slow != successor
+    _finish(db, first, slow, AT + LEASE, status="failed", reason="permanent")  # the slow one, too late
+    with db.session() as session:
+        assert session.get(Delivery, first).status == "sending"
+    _finish(db, first, successor, AT + LEASE, status="sent", sent_at=AT + LEASE)
+    with db.session() as session:
+        assert session.get(Delivery, first).status == "sent"

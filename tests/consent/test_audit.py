@@ -164,3 +164,20 @@ def test_cli_verify_and_export(ledger, tmp_path, monkeypatch):
                              "matches its hash\n")
     as_json = json.loads(cli("audit", "verify", "--json", expect=1).stdout)
     assert (as_json["ok"], as_json["broken_id"], as_json["checked"]) == (False, 3, 2)
+
+
+def test_forged_current_state_is_named(ledger):
+    """The gate reads consent_state: turning a RET back into ONAY there must not verify clean."""
+    with ledger.session() as session:
+        session.execute(update(ConsentState).where(ConsentState.recipient == "ayse@example.com",
+                                                   ConsentState.channel == "email").values(status="ONAY", event_id=1))
+    assert check(ledger) == (1, "the current state of ayse@example.com on email (ONAY, event #1) is not what the "
+                                "ledger says: the table the send gate reads was changed outside izin")
+
+
+def test_deleted_current_state_is_named(ledger):
+    with ledger.session() as session:
+        session.execute(delete(ConsentState).where(ConsentState.recipient == "ayse@example.com",
+                                                   ConsentState.channel == "email"))
+    assert check(ledger) == (1, "ayse@example.com on email has ledger events but no current state: the table the "
+                                "send gate reads was changed outside izin")

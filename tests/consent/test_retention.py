@@ -123,3 +123,30 @@ def test_cli_purge_and_minimum_retention(db, tmp_path, monkeypatch):
     assert done.stdout == ("purged 3 consent events that ended before 2023-11-24T12:00:00+03:00; cleared targeting "
                            "data of 3 opted-out contacts\n")
     assert cli("audit", "verify").stdout.startswith("ok: 6 consent events, chain intact")
+
+
+def test_a_late_backdated_refusal_does_not_age_recent_evidence(db):
+    """ONAY in 2020, a message sent in 2025, a paper RET dated 2021 entered today: nothing may go."""
+    from izin.campaigns.models import Campaign, Delivery
+
+    add_contact(db, "C1", email="c1@example.com")
+    grant(db, "C1", "email", "ONAY", "2020-01-01T10:00:00+03:00")
+    with db.session() as session:
+        session.add(Campaign(id=1, name="efsane-cuma", started_at=T("2025-06-01T10:00:00+03:00")))
+        session.flush()
+        session.add(Delivery(campaign_id=1, contact_id=session.scalar(select(Contact.id)), occurrence="once",
+                             channel="email", recipient="c1@example.com", status="sent", commercial=True,
+                             due_at=T("2025-06-01T10:00:00+03:00"), sent_at=T("2025-06-01T10:00:00+03:00"),
+                             consent_event_id=1, attempts=1, created_at=T("2025-06-01T10:00:00+03:00"),
+                             updated_at=T("2025-06-01T10:00:00+03:00")))
+    with db.session() as session:
+        contact = session.scalar(select(Contact))
+        LedgerWriter(session).record(contact, "email", "RET", "HS_ISLAK_IMZA", T("2021-03-01T10:00:00+03:00"), NOW)
+    assert run(db).events == 0
+    # three years after the last send and the recording, it may go, and the send log with it
+    later = T("2029-11-25T12:00:00+03:00")
+    report = run(db, now=later)
+    assert report.events == 2
+    with db.session() as session:
+        assert session.scalar(select(Delivery.recipient)) is None
+        assert verify(session, SECRET).ok
