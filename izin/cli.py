@@ -127,10 +127,10 @@ def init(app: AppContext) -> None:
 
 
 def _register() -> None:
-    from izin.campaigns.cli import campaign, scheduler, worker
+    from izin.campaigns.cli import campaign, scheduler, serve, worker
     from izin.consent.cli import audit, consent, contacts, events
 
-    for group in (contacts, events, consent, campaign, worker, scheduler, audit):
+    for group in (contacts, events, consent, campaign, worker, scheduler, serve, audit):
         cli.add_command(group)
 
 

@@ -108,6 +108,16 @@ class Broker(_Section):
 class Web(_Section):
     base_url: str = "http://127.0.0.1:8000"
     secret_key: str = DEFAULT_SECRET
+    #: keys that signed links still in people's mailboxes: they verify, they never sign
+    old_secret_keys: list[str] = Field(default_factory=list)
+    #: what providers must present on webhook calls (header X-Izin-Webhook-Secret or ?secret=)
+    webhook_secret: str = ""
+    #: state-changing requests allowed per client IP and minute
+    rate_limit_per_minute: int = Field(default=30, ge=1, le=100_000)
+    #: the version of the consent text the opt-in form shows; its text is izin/templates/web/consent.LANG.txt
+    consent_text_version: str = "2026-11"
+    #: where the KVKK notice (aydınlatma metni) lives; linked from the opt-in form
+    kvkk_notice_url: str = ""
 
 
 class Channel(_Section):

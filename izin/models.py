@@ -2,8 +2,9 @@
 
 from izin.campaigns.models import Campaign, Delivery, Lock
 from izin.consent.models import (Contact, ContactAddress, ContactEvent, ContactTag, ConsentEvent,
-                                 ConsentState, LedgerHead, PurgeRun)
+                                 ConsentState, InboundMessage, LedgerHead, OptinRequest, PurgeRun,
+                                 UndeliverableAddress)
 from izin.db import Base
 
 __all__ = ["Base", "Campaign", "Delivery", "Lock", "Contact", "ContactAddress", "ContactEvent", "ContactTag", "ConsentEvent",
-           "ConsentState", "LedgerHead", "PurgeRun"]
+           "ConsentState", "InboundMessage", "LedgerHead", "OptinRequest", "PurgeRun", "UndeliverableAddress"]

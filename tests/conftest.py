@@ -171,3 +171,17 @@ def settings(tmp_path):
         "channels": {"email": {"url": f"outbox://{outbox}"}, "sms": {"url": f"outbox://{outbox}"}},
         "web": {"secret_key": "test-secret"},
     })
+
+
+@pytest.fixture
+def web(db, settings):
+    """The `izin serve` application on the test database, at NOW, as an in-process HTTP client."""
+    from starlette.testclient import TestClient
+
+    from izin.consent.web.app import create_app
+
+    config = settings.model_copy(update={"web": settings.web.model_copy(update={
+        "base_url": "http://127.0.0.1:8000", "webhook_secret": "hook-secret", "rate_limit_per_minute": 30})})
+    app = create_app(config, db, now=lambda: parse_instant(NOW))
+    with TestClient(app, base_url="http://127.0.0.1:8000") as client:
+        yield client

@@ -68,7 +68,10 @@ class Delivery(Base):
     enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     #: a worker's claim on a 'sending' delivery lapses at this instant
     lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    provider_id: Mapped[str | None] = mapped_column(String(128))
+    provider_id: Mapped[str | None] = mapped_column(String(128), index=True)
+    #: the provider's delivery report: 'delivered', 'undelivered', 'bounced', ...
+    provider_status: Mapped[str | None] = mapped_column(String(32))
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     segments: Mapped[int | None] = mapped_column(SmallInteger)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -88,10 +88,15 @@ class LedgerWriter:
             self._states[key] = self.session.get(ConsentState, key)
         return self._states[key]
 
-    def check(self, contact: Contact, channel: str, status: str, source: str, consent_date: datetime,
-              now: datetime, recipient_type: str | None = None, *, allow_iys_source: bool = False
-              ) -> tuple[str, str, list[str], bool]:
-        """Apply İYS's rules without writing; return (recipient, recipient_type, notes, uploadable)."""
+    def check(self, contact: Contact | None, channel: str, status: str, source: str, consent_date: datetime,
+              now: datetime, recipient_type: str | None = None, *, allow_iys_source: bool = False,
+              recipient: str | None = None) -> tuple[str, str, list[str], bool]:
+        """Apply İYS's rules without writing; return (recipient, recipient_type, notes, uploadable).
+
+        `recipient` names the address itself (an unsubscribe link names the address the message
+        went to, which may no longer be the contact's); without it the contact's current address
+        for the channel is used.
+        """
         if channel not in CHANNELS:
             raise ConsentRefused("bad_channel", f"unknown channel {channel!r}; use one of {', '.join(CHANNELS)}")
         if status not in STATUSES:
@@ -100,15 +105,18 @@ class LedgerWriter:
             hint = " (IYS_* sources are recorded by `izin iys pull`)" if source.startswith("IYS_") else ""
             raise ConsentRefused("bad_source", f"unknown source {source!r}{hint}; use an İYS code such as "
                                  "HS_WEB, HS_MESAJ, HS_FIZIKSEL_ORTAM, HS_ISLAK_IMZA, HS_CAGRI_MERKEZI")
-        recipient_type = recipient_type or contact.recipient_type
+        recipient_type = recipient_type or (contact.recipient_type if contact else "BIREYSEL")
         if recipient_type not in RECIPIENT_TYPES:
             raise ConsentRefused("bad_recipient_type", f"unknown recipient type {recipient_type!r}; use BIREYSEL or TACIR")
-        recipient = contact_address(contact, channel)
         if recipient is None:
-            kind = ADDRESS_KIND[channel]
-            raise ConsentRefused("no_address", f"contact {contact.external_id} has no {kind}; "
-                                 f"import one before recording {channel} consent")
-        if channel == "sms" and not contact.phone_mobile:
+            assert contact is not None, "a consent names a contact or an address"
+            recipient = contact_address(contact, channel)
+            if recipient is None:
+                kind = ADDRESS_KIND[channel]
+                raise ConsentRefused("no_address", f"contact {contact.external_id} has no {kind}; "
+                                     f"import one before recording {channel} consent")
+        if channel == "sms" and status == "ONAY" and contact is not None and recipient == contact.phone \
+                and not contact.phone_mobile:
             raise ConsentRefused("not_mobile", f"{recipient} cannot be a mobile number, so it cannot get SMS; "
                                  "record call consent for it instead")
         if consent_date > now:
@@ -141,16 +149,17 @@ class LedgerWriter:
             notes.append("kept as a local suppression; İYS refuses a first-ever RET, so it will not be uploaded")
         return recipient, recipient_type, notes, uploadable
 
-    def record(self, contact: Contact, channel: str, status: str, source: str, consent_date: datetime,
+    def record(self, contact: Contact | None, channel: str, status: str, source: str, consent_date: datetime,
                now: datetime, recipient_type: str | None = None, proof: str | None = None, *,
-               allow_iys_source: bool = False) -> Recorded:
+               allow_iys_source: bool = False, recipient: str | None = None) -> Recorded:
         """Check the rules, then append one event and update the current state."""
         recipient, recipient_type, notes, uploadable = self.check(
             contact, channel, status, source, consent_date, now, recipient_type,
-            allow_iys_source=allow_iys_source)
+            allow_iys_source=allow_iys_source, recipient=recipient)
         head = self._lock_head()
         event = ConsentEvent(
-            id=head.last_id + 1, contact_id=contact.id, contact_ref=contact.external_id,
+            id=head.last_id + 1, contact_id=contact.id if contact else None,
+            contact_ref=contact.external_id if contact else None,
             recipient=recipient, channel=channel, status=status, source=source,
             recipient_type=recipient_type, consent_date=consent_date, recorded_at=now,
             proof=proof or None, iys_uploadable=uploadable, prev_hash=head.last_hash,
@@ -172,6 +181,20 @@ class LedgerWriter:
             if cancelled:
                 notes.append(f"cancelled {cancelled} queued deliveries to {recipient} on {channel}")
         return Recorded(event=event, notes=notes)
+
+
+def withdraw_address(writer: LedgerWriter, recipient: str, channel: str, source: str, now: datetime,
+                     proof: str | None, contact: Contact | None = None) -> list[Recorded]:
+    """An opt-out for an address by any route (link, SMS reply, İYS): a RET under every recipient
+    type that is not refused already, or one first-ever RET when the address has no record.
+    Returns what was recorded; an address already refused records nothing."""
+    states = [s for s in writer.session.scalars(select(ConsentState).where(
+        ConsentState.recipient == recipient, ConsentState.channel == channel))]
+    types = [s.recipient_type for s in states if s.status != "RET"]
+    if not states:
+        types = [contact.recipient_type if contact else "BIREYSEL"]
+    return [writer.record(contact, channel, "RET", source, now, now, recipient_type=t, proof=proof,
+                          recipient=recipient) for t in types]
 
 
 def cancel_queued(session: Session, recipient: str, channel: str, now: datetime) -> int:

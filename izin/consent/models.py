@@ -171,3 +171,66 @@ class LedgerHead(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     last_id: Mapped[int] = mapped_column(Integer)
     last_hash: Mapped[str] = mapped_column(String(64))
+
+
+class OptinRequest(Base):
+    """A double opt-in waiting for the person to confirm: a link by email, a code by SMS.
+
+    Only hashes of the link token and the code are stored, so the table cannot be used to confirm.
+    """
+
+    __tablename__ = "optin_requests"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    channel: Mapped[str] = mapped_column(String(8))
+    #: lower-case email or E.164 phone
+    address: Mapped[str] = mapped_column(String(320))
+    contact_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id", ondelete="SET NULL"))
+    first_name: Mapped[str | None] = mapped_column(String(100))
+    last_name: Mapped[str | None] = mapped_column(String(100))
+    locale: Mapped[str] = mapped_column(String(8))
+    text_version: Mapped[str] = mapped_column(String(32))
+    text_hash: Mapped[str] = mapped_column(String(64))
+    ip: Mapped[str | None] = mapped_column(String(64))
+    user_agent: Mapped[str | None] = mapped_column(String(512))
+    #: sha256 of the one-time SMS code; None for email
+    code_hash: Mapped[str | None] = mapped_column(String(64))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    confirmed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    consent_event_id: Mapped[int | None] = mapped_column(ForeignKey("consent_events.id"))
+
+    __table_args__ = (Index("ix_optin_requests_address_channel", "address", "channel"),)
+
+
+class InboundMessage(Base):
+    """An SMS a provider forwarded to us: kept whatever it says, acted on when it is an opt-out."""
+
+    __tablename__ = "inbound_messages"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    provider: Mapped[str] = mapped_column(String(32))
+    #: E.164, or the raw text when it did not parse
+    sender: Mapped[str] = mapped_column(String(32))
+    text: Mapped[str] = mapped_column(Text)
+    keyword: Mapped[str | None] = mapped_column(String(64))
+    short_number: Mapped[str | None] = mapped_column(String(32))
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    #: 'opt_out' or 'ignored'
+    action: Mapped[str] = mapped_column(String(16))
+    consent_event_id: Mapped[int | None] = mapped_column(ForeignKey("consent_events.id"))
+    #: the provider's own id of the message, to ignore a webhook delivered twice
+    provider_message_id: Mapped[str | None] = mapped_column(String(128), unique=True)
+
+
+class UndeliverableAddress(Base):
+    """An address a provider said does not exist (a hard bounce): it is not tried again."""
+
+    __tablename__ = "undeliverable_addresses"
+
+    address: Mapped[str] = mapped_column(String(320), primary_key=True)
+    channel: Mapped[str] = mapped_column(String(8), primary_key=True)
+    reason: Mapped[str] = mapped_column(Text)
+    marked_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -3,4 +3,5 @@ from izin.db import table_names
 
 def test_migrated_schema_has_every_table(db):
     assert table_names(db) == ["alembic_version", "campaigns", "consent_events", "consent_state", "contact_addresses",
-                               "contact_tags", "contacts", "deliveries", "events", "ledger_head", "locks", "purge_runs"]
+                               "contact_tags", "contacts", "deliveries", "events", "inbound_messages", "ledger_head", "locks",
+                               "optin_requests", "purge_runs", "undeliverable_addresses"]

@@ -1,0 +1,89 @@
+"""What every state-changing route needs: the client's address, a per-IP rate limit, CSRF tokens
+bound to a cookie, and constant-time secret checks. Nothing here reveals whether an address exists.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets as token_source
+import threading
+import time
+from collections import deque
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+#: the cookie that carries the CSRF nonce (double submit: the form carries its signature)
+CSRF_COOKIE = "izin_csrf"
+#: the header a provider may carry the webhook secret in (or ?secret= in the URL)
+WEBHOOK_HEADER = "X-Izin-Webhook-Secret"
+#: the sliding window of the rate limit, in seconds
+RATE_WINDOW_S = 60.0
+
+
+def client_ip(request: Request) -> str:
+    """The client's address as uvicorn saw it (behind a proxy: run with --forwarded-allow-ips)."""
+    return request.client.host if request.client else "unknown"
+
+
+class RateLimiter:
+    """At most `limit` hits per key in any RATE_WINDOW_S; in memory, per process."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._hits: dict[str, deque[float]] = {}
+        self._lock = threading.Lock()
+
+    def allow(self, key: str, now_s: float | None = None) -> bool:
+        now_s = time.monotonic() if now_s is None else now_s
+        with self._lock:
+            hits = self._hits.setdefault(key, deque())
+            while hits and hits[0] <= now_s - RATE_WINDOW_S:
+                hits.popleft()
+            if len(hits) >= self.limit:
+                return False
+            hits.append(now_s)
+            if len(self._hits) > 100_000:  # a flood of distinct keys must not grow memory for ever
+                self._hits = {k: v for k, v in self._hits.items() if v and v[-1] > now_s - RATE_WINDOW_S}
+            return True
+
+    def check(self, request: Request, bucket: str) -> None:
+        """Raise 429 when this client has changed state too often in the last minute."""
+        if not self.allow(f"{bucket}:{client_ip(request)}"):
+            raise HTTPException(429, "too many requests; wait a minute")
+
+
+def _sign(secret: str, nonce: str) -> str:
+    return hmac.new(secret.encode(), b"izin-csrf:" + nonce.encode(), hashlib.sha256).hexdigest()
+
+
+def csrf_pair(request: Request, secret: str) -> tuple[str, str | None]:
+    """(token for the form, nonce to set as a cookie or None when the request already has one)."""
+    nonce = request.cookies.get(CSRF_COOKIE)
+    fresh = None
+    if not nonce or len(nonce) != 32:
+        nonce = fresh = token_source.token_hex(16)
+    return _sign(secret, nonce), fresh
+
+
+def set_csrf_cookie(response: Response, nonce: str | None, secure: bool) -> None:
+    if nonce is not None:
+        response.set_cookie(CSRF_COOKIE, nonce, httponly=True, samesite="strict", secure=secure, path="/")
+
+
+def csrf_ok(request: Request, submitted: str | None, secrets: list[str]) -> bool:
+    """The form's token matches the cookie's nonce under one of our keys (constant time)."""
+    nonce = request.cookies.get(CSRF_COOKIE)
+    if not nonce or not submitted:
+        return False
+    return any(hmac.compare_digest(_sign(secret, nonce), submitted) for secret in secrets)
+
+
+def webhook_ok(request: Request, expected: str) -> bool:
+    """The provider presented the shared secret (header or ?secret=); never true without one configured."""
+    if not expected:
+        return False
+    given = request.headers.get(WEBHOOK_HEADER) or request.query_params.get("secret") or ""
+    return hmac.compare_digest(given.encode(), expected.encode())
