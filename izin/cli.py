@@ -127,8 +127,8 @@ def init(app: AppContext) -> None:
 
 
 def _register() -> None:
-    from izin.campaigns.cli import campaign, scheduler, serve, worker
-    from izin.consent.cli import audit, consent, contacts, events
+    from izin.campaigns.cli import campaign, scheduler, worker
+    from izin.consent.cli import audit, consent, contacts, events, serve
 
     for group in (contacts, events, consent, campaign, worker, scheduler, serve, audit):
         cli.add_command(group)

@@ -134,3 +134,35 @@ def test_installed_console_script_runs_end_to_end(tmp_path, db_url):
     assert izin("consent", "grant", "C1", "--channel", "email", "--source", "HS_WEB").returncode == 0
     verified = izin("audit", "verify")
     assert verified.returncode == 0 and verified.stdout.startswith("ok: 1 consent events, chain intact; head #1 ")
+
+
+def test_serve_refuses_the_default_secret(cli):
+    result = cli("serve", expect=2, env={"IZIN_SECRET_KEY": "change-me"})
+    assert result.stderr == ("izin: error: the secret key is the default 'change-me'; set IZIN_SECRET_KEY or "
+                             "[web] secret_key, since it signs every unsubscribe link\n")
+
+
+def test_serve_answers_on_its_port(tmp_path, db_url):
+    import socket
+    import time
+    import urllib.request
+
+    env = {**os.environ, "IZIN_DATABASE_URL": db_url, "IZIN_SECRET_KEY": "test-secret"}
+    subprocess.run([sys.executable, "-m", "izin", "init"], cwd=tmp_path, env=env, check=True, capture_output=True)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "izin", "serve", "--port", str(port)], cwd=tmp_path, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        body = None
+        while time.monotonic() < deadline and body is None:
+            try:
+                body = urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2).read()
+            except OSError:
+                time.sleep(0.2)
+        assert body == b"ok"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

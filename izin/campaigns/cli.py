@@ -387,22 +387,3 @@ def status(app: AppContext, name_or_file: str, as_json: bool) -> None:
         detail = ", ".join(f"{reason} {n}" for reason, n in reasons.items() if reason != "-")
         click.echo(f"  {state:<10} {sum(reasons.values()):>6}" + (f"  ({detail})" if detail else ""))
 
-
-@click.command()
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", default=8000, show_default=True, help="Port to listen on.")
-@click.option("--forwarded-allow-ips", default="127.0.0.1", show_default=True,
-              help="Proxies whose X-Forwarded-For/-Proto headers are trusted (behind nginx or Caddy).")
-@pass_app
-def serve(app: AppContext, host: str, port: int, forwarded_allow_ips: str) -> None:
-    """Serve the unsubscribe, preference and opt-in pages and the provider webhooks (uvicorn)."""
-    import uvicorn
-
-    from izin.consent.web.app import create_app
-
-    application = create_app(app.settings, app.database(), now=clock.now)
-    if app.settings.web.secret_key == "change-me":
-        raise InputError("the secret key is the default 'change-me'; set IZIN_SECRET_KEY or [web] secret_key, "
-                         "since it signs every unsubscribe link")
-    uvicorn.run(application, host=host, port=port, proxy_headers=True, forwarded_allow_ips=forwarded_allow_ips,
-                log_level="info")

@@ -20,6 +20,7 @@ from izin import clock
 from izin.cli import AppContext, IzinGroup, emit_json, json_option, pass_app, rejects_option, stderr
 from izin.consent.models import CHANNELS, IYS_TYPE, ConsentEvent, ConsentState, Contact
 from izin.consent.report import ImportReport
+from izin.config import DEFAULT_SECRET
 from izin.errors import ConsentRefused, InputError, NotFound
 
 
@@ -348,3 +349,23 @@ def verify(app: AppContext, as_json: bool) -> None:
         click.echo(f"BROKEN at event #{result.broken_id}: {result.problem}")
     if not result.ok:
         sys.exit(1)
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8000, show_default=True, help="Port to listen on.")
+@click.option("--forwarded-allow-ips", default="127.0.0.1", show_default=True,
+              help="Proxies whose X-Forwarded-For/-Proto headers are trusted (behind nginx or Caddy).")
+@pass_app
+def serve(app: AppContext, host: str, port: int, forwarded_allow_ips: str) -> None:
+    """Serve the unsubscribe, preference and opt-in pages and the provider webhooks (uvicorn)."""
+    import uvicorn
+
+    from izin.consent.web.app import create_app
+
+    if app.settings.web.secret_key == DEFAULT_SECRET:
+        raise InputError("the secret key is the default 'change-me'; set IZIN_SECRET_KEY or [web] secret_key, "
+                         "since it signs every unsubscribe link")
+    application = create_app(app.settings, app.database(), now=clock.now)
+    uvicorn.run(application, host=host, port=port, proxy_headers=True, forwarded_allow_ips=forwarded_allow_ips,
+                log_level="info")
