@@ -75,7 +75,8 @@ class LedgerWriter:
         self._head: LedgerHead | None = None
         self._states: dict[tuple[str, str, str], ConsentState | None] = {}
 
-    def _lock_head(self) -> LedgerHead:
+    def lock(self) -> LedgerHead:
+        """Hold the ledger's head for the rest of the transaction (every append takes it too)."""
         if self._head is None:
             self._head = self.session.execute(
                 select(LedgerHead).where(LedgerHead.id == 1).with_for_update()
@@ -156,7 +157,7 @@ class LedgerWriter:
         recipient, recipient_type, notes, uploadable = self.check(
             contact, channel, status, source, consent_date, now, recipient_type,
             allow_iys_source=allow_iys_source, recipient=recipient)
-        head = self._lock_head()
+        head = self.lock()
         event = ConsentEvent(
             id=head.last_id + 1, contact_id=contact.id if contact else None,
             contact_ref=contact.external_id if contact else None,
@@ -188,6 +189,9 @@ def withdraw_address(writer: LedgerWriter, recipient: str, channel: str, source:
     """An opt-out for an address by any route (link, SMS reply, İYS): a RET under every recipient
     type that is not refused already, or one first-ever RET when the address has no record.
     Returns what was recorded; an address already refused records nothing."""
+    # take the ledger's lock before reading the state: two identical opt-outs arriving together
+    # must see each other, not both find ONAY and both record a RET
+    writer.lock()
     states = [s for s in writer.session.scalars(select(ConsentState).where(
         ConsentState.recipient == recipient, ConsentState.channel == channel))]
     types = [s.recipient_type for s in states if s.status != "RET"]
