@@ -30,6 +30,8 @@ from izin.campaigns.window import in_window, next_open
 from izin.channels.base import OutgoingMessage, Receipt
 from izin.channels.errors import ChannelAccountError, PermanentChannelError, TransientChannelError
 from izin.config import Settings
+from izin.consent.bounces import is_undeliverable
+from izin.consent.bounces import mark as mark_undeliverable
 from izin.consent.gate import may_send, usable_address
 from izin.consent.models import Contact, ContactEvent
 from izin.consent.tokens import unsubscribe_url
@@ -163,7 +165,12 @@ class Sender:
             # (deferred, retried slowly) rather than fail greetings that a fixed password would send
             return self._transient(delivery_id, lease, "channel_account", str(exc), ACCOUNT_RETRY.total_seconds())
         except PermanentChannelError as exc:
-            _finish(self.db, delivery_id, lease, self.now(), status="failed", reason="permanent", detail=str(exc))
+            now = self.now()
+            with self.db.session() as session:
+                if exc.address_invalid:  # a hard bounce: never try this address again
+                    mark_undeliverable(session, message.to, message.channel,
+                                       f"{exc.adapter} {exc.provider_code or exc.status_code}: {exc.message}", now)
+            _finish(self.db, delivery_id, lease, now, status="failed", reason="permanent", detail=str(exc))
             return Outcome("failed", "permanent", str(exc))
         self._record_sent(delivery_id, lease, receipt)
         return Outcome("sent")
@@ -234,6 +241,8 @@ class Sender:
                 recipient = usable_address(contact, delivery.channel)
                 if recipient is None:
                     return stop("suppressed", "no_address")
+            if is_undeliverable(session, recipient, delivery.channel):
+                return stop("suppressed", "undeliverable")
             start, end = self.settings.policy.window_local
             if not in_window(now, tz, start, end):
                 return stop("deferred", "send_window", retry_at=next_open(now, tz, start, end))

@@ -25,6 +25,7 @@ from izin.campaigns.window import in_window, next_open
 from izin.clock import iso_utc
 from izin.config import Settings
 from izin.db import upsert_insert
+from izin.consent.bounces import undeliverable_set
 from izin.consent.gate import NO_ADDRESS, NO_CONSENT, Decision, may_send_many
 from izin.consent.models import Contact, ContactEvent
 
@@ -248,12 +249,16 @@ def cap_release(session: Session, contact_id: int, caps: list[tuple[int, timedel
 
 def _decisions(session: Session, contacts: list[Contact], channel: str, at: datetime,
                commercial: bool) -> dict[int, Decision]:
-    if commercial:
-        return may_send_many(session, contacts, channel, at)
-    # transactional: no consent needed, only an address that can take the channel
     decisions = may_send_many(session, contacts, channel, at)
-    return {cid: d if d.reason == NO_ADDRESS else
-            Decision(True, channel, d.recipient, basis="transactional") for cid, d in decisions.items()}
+    if not commercial:
+        # transactional: no consent needed, only an address that can take the channel
+        decisions = {cid: d if d.reason == NO_ADDRESS else Decision(True, channel, d.recipient, basis="transactional")
+                     for cid, d in decisions.items()}
+    # an address that bounced for good is no address at all
+    bounced = undeliverable_set(session, [d.recipient for d in decisions.values() if d.allowed and d.recipient],
+                                channel)
+    return {cid: Decision(False, channel, d.recipient, reason=NO_ADDRESS) if d.recipient in bounced and d.allowed
+            else d for cid, d in decisions.items()}
 
 
 def caps_for(campaign: spec.Campaign, settings: Settings, campaign_id: int) -> list[tuple[int, timedelta, int | None]]:

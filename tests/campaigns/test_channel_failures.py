@@ -126,3 +126,19 @@ def test_rate_limit_is_shared_through_redis(db, settings, sink, redis_url):
     assert elapsed > 1.0, f"6 messages at 2/s went out in {elapsed:.2f}s"
     import redis
     assert any(key.startswith(b"izin-rate-email") for key in redis.Redis.from_url(redis_url).keys("*"))
+
+
+def test_a_hard_bounce_marks_the_address_and_it_is_not_tried_again(db, settings, sink):
+    from izin.consent.bounces import is_undeliverable
+
+    handler, port = sink
+    person(db, "kalici", email="kalici@example.com")
+    consent(db, "kalici", "email")
+    handler.script = {"kalici@example.com": ["550 5.1.1 no such user"]}
+    config = smtp_settings(settings, port)
+    schedule(db, config, text=ONCE)
+    drain_embedded(db, config, now=lambda: AT)
+    with db.session() as session:
+        assert is_undeliverable(session, "kalici@example.com", "email") is True
+    again = schedule(db, config, text=ONCE.replace("name: efsane-cuma", "name: kis-indirimi"))
+    assert again.created == 0 and again.plan.skipped["no_address"] == 1

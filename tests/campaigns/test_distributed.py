@@ -25,7 +25,10 @@ def crowd(db):
     return db
 
 
-def test_redis_broker_carries_deliveries_to_the_workers(crowd, settings, redis_url):
+def test_redis_broker_carries_deliveries_to_the_workers(crowd, settings, redis_url, monkeypatch):
+    from conftest import NOW
+
+    monkeypatch.setenv("IZIN_NOW", NOW)  # the worker judges the send window by the clock
     db = crowd
     distributed = settings.model_copy(update={"broker": settings.broker.model_copy(update={"url": redis_url}),
                                               "database": settings.database.model_copy(update={"url": db.url})})

@@ -69,8 +69,11 @@ def csrf_pair(request: Request, secret: str) -> tuple[str, str | None]:
 
 
 def set_csrf_cookie(response: Response, nonce: str | None, secure: bool) -> None:
+    # over https the cookie may travel in a third-party frame (the embeddable opt-in form); the
+    # signed token in the form, not SameSite, is what stops cross-site posts
     if nonce is not None:
-        response.set_cookie(CSRF_COOKIE, nonce, httponly=True, samesite="strict", secure=secure, path="/")
+        response.set_cookie(CSRF_COOKIE, nonce, httponly=True, samesite="none" if secure else "strict",
+                            secure=secure, path="/")
 
 
 def csrf_ok(request: Request, submitted: str | None, secrets: list[str]) -> bool:
@@ -78,7 +81,8 @@ def csrf_ok(request: Request, submitted: str | None, secrets: list[str]) -> bool
     nonce = request.cookies.get(CSRF_COOKIE)
     if not nonce or not submitted:
         return False
-    return any(hmac.compare_digest(_sign(secret, nonce), submitted) for secret in secrets)
+    given = submitted.encode("utf-8", "replace")  # compare bytes: a non-ASCII str would raise
+    return any(hmac.compare_digest(_sign(secret, nonce).encode(), given) for secret in secrets)
 
 
 def webhook_ok(request: Request, expected: str) -> bool:
