@@ -266,7 +266,8 @@ def purge(app: AppContext, older_than: str | None, as_json: bool) -> None:
     with app.database().session() as session:
         report = run_purge(session, clock.now(), years, secret)
     document = {"cutoff": clock.iso_istanbul(report.cutoff), "events_purged": report.events,
-                "contacts_cleared": report.contacts, "purge_run": report.run_id}
+                "contacts_cleared": report.contacts, "abandoned_optins": report.abandoned_optins,
+                "purge_run": report.run_id}
     if as_json:
         emit_json(document)
     else:

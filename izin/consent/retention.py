@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import delete, exists, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from izin.consent.audit import key_id, sign
-from izin.consent.models import (ConsentEvent, ConsentState, Contact, ContactEvent, ContactTag,
+from izin.consent.models import (ConsentEvent, ConsentState, Contact, ContactEvent, ContactTag, OptinRequest,
                                  PurgeRun)
 
 
@@ -27,6 +27,8 @@ class PurgeReport:
     events: int
     contacts: int
     run_id: int | None
+    #: opt-in requests never confirmed, and the contacts made only for them, removed
+    abandoned_optins: int = 0
 
 
 def years_before(instant: datetime, years: int) -> datetime:
@@ -61,8 +63,9 @@ def purge(session: Session, now: datetime, years: int, secret: str) -> PurgeRepo
             func.coalesce(Delivery.sent_at, Delivery.created_at) < cutoff).values(
             recipient=None, coupon_code=None, detail=None))
     contacts = _clear_targeting(session, now)
+    abandoned = _drop_abandoned_optins(session, now)
     if not ids:
-        return PurgeReport(cutoff, 0, contacts, None)
+        return PurgeReport(cutoff, 0, contacts, None, abandoned)
     ids.sort()
     hashes = {i: h for i, h in session.execute(select(ConsentEvent.id, ConsentEvent.hash).where(
         ConsentEvent.id.in_(ids)))}
@@ -74,7 +77,34 @@ def purge(session: Session, now: datetime, years: int, secret: str) -> PurgeRepo
     for start in range(0, len(ids), 1_000):
         session.execute(update(ConsentEvent).where(ConsentEvent.id.in_(ids[start:start + 1_000])).values(
             recipient=None, contact_id=None, contact_ref=None, proof=None, purge_run_id=run.id))
-    return PurgeReport(cutoff, len(ids), contacts, run.id)
+    return PurgeReport(cutoff, len(ids), contacts, run.id, abandoned)
+
+
+#: how long an unconfirmed opt-in request is kept after it expired (long enough to answer a query)
+ABANDONED_OPTIN_GRACE = timedelta(days=30)
+
+
+def _drop_abandoned_optins(session: Session, now: datetime) -> int:
+    """Delete opt-in requests never confirmed, and contacts the form made that have nothing else:
+    a name and an address someone typed without confirming are no purpose's data (KVKK art. 4)."""
+    from izin.campaigns.models import Delivery
+
+    stale = list(session.scalars(select(OptinRequest.id).where(
+        OptinRequest.confirmed_at.is_(None), OptinRequest.expires_at < now - ABANDONED_OPTIN_GRACE)))
+    if not stale:
+        return 0
+    owners = set(session.scalars(select(OptinRequest.contact_id).where(
+        OptinRequest.id.in_(stale), OptinRequest.contact_id.is_not(None))))
+    session.execute(delete(OptinRequest).where(OptinRequest.id.in_(stale)))
+    for contact_id in owners:
+        contact = session.get(Contact, contact_id)
+        keep = (contact is None or not contact.external_id.startswith("web-")
+                or session.scalar(select(ConsentEvent.id).where(ConsentEvent.contact_id == contact_id).limit(1))
+                or session.scalar(select(Delivery.id).where(Delivery.contact_id == contact_id).limit(1))
+                or session.scalar(select(OptinRequest.id).where(OptinRequest.contact_id == contact_id).limit(1)))
+        if not keep:
+            session.delete(contact)
+    return len(stale)
 
 
 def _clear_targeting(session: Session, now: datetime) -> int:

@@ -150,3 +150,28 @@ def test_a_late_backdated_refusal_does_not_age_recent_evidence(db):
     with db.session() as session:
         assert session.scalar(select(Delivery.recipient)) is None
         assert verify(session, SECRET).ok
+
+
+def test_abandoned_opt_ins_and_their_contacts_go(db):
+    from datetime import timedelta
+
+    from izin.consent.models import OptinRequest
+
+    def request(contact_id, address, expires, confirmed=None):
+        with db.session() as session:
+            session.add(OptinRequest(token_hash=address.ljust(64, "0")[:64], channel="email", address=address,
+                                     contact_id=contact_id, locale="tr", text_version="2026-11", text_hash="0" * 64,
+                                     created_at=expires - timedelta(hours=48), expires_at=expires,
+                                     confirmed_at=confirmed, attempts=0))
+
+    stale = add_contact(db, "web-aaaa", email="typo@example.com")
+    fresh = add_contact(db, "web-bbbb", email="recent@example.com")
+    shop = add_contact(db, "C1", email="c1@example.com")
+    request(stale, "typo@example.com", NOW - timedelta(days=31))
+    request(fresh, "recent@example.com", NOW - timedelta(days=29))
+    request(shop, "c1@example.com", NOW - timedelta(days=60))
+    report = run(db)
+    assert report.abandoned_optins == 2
+    with db.session() as session:
+        assert sorted(session.scalars(select(Contact.external_id))) == ["C1", "web-bbbb"]
+        assert sorted(session.scalars(select(OptinRequest.address))) == ["recent@example.com"]
