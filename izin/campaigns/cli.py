@@ -32,10 +32,33 @@ def load_valid(app: AppContext, path: str) -> spec.Campaign:
     from izin.campaigns.render import validate_templates
 
     campaign_ = spec.load_campaign(path)
-    problems = validate_templates(campaign_, app.settings)
+    problems = validate_templates(campaign_, app.settings, known_attributes=_known_attributes(app))
     if problems:
         raise spec.SpecError(problems)
     return campaign_
+
+
+#: contacts sampled for the attribute names templates may use
+_ATTRIBUTE_SAMPLE = 1_000
+
+
+def _known_attributes(app: AppContext) -> set[str]:
+    """Attribute names the imported contacts carry (a sample), so `{{ contact.city }}` validates.
+
+    Without a database yet, only the audience's names are known; validation still runs.
+    """
+    from sqlalchemy import select
+
+    from izin.consent.models import Contact
+    from izin.errors import IzinError
+
+    try:
+        db = app.database()
+        with db.session() as session:
+            rows = session.scalars(select(Contact.attributes).order_by(Contact.id.desc()).limit(_ATTRIBUTE_SAMPLE))
+            return {key for attributes in rows if attributes for key in attributes}
+    except IzinError:
+        return set()
 
 
 @campaign.command()

@@ -90,3 +90,14 @@ def test_plan_json_and_writes_no_deliveries(shop, db):
     assert text.splitlines()[0] == "campaign dogum-gunu at 2026-11-24T12:00:00+03:00: 1 deliveries"
     assert text.splitlines()[-1] == ("left out: no_consent 0, no_address 0, frequency_cap 0, already_sent 0, "
                                      "not_in_audience 0")
+
+
+def test_templates_may_use_attributes_the_contacts_carry(shop, db):
+    (shop.cwd / "sehir.yaml").write_text(
+        "name: sehir\ntrigger: {type: once, at: \"2026-11-27T10:00:00+03:00\"}\nchannels: [sms]\ncontent:\n"
+        "  sms: {text: \"{{ contact.first_name }}, {{ contact.city }} magazamiz acildi\"}\n", encoding="utf-8")
+    refused = shop("campaign", "validate", "sehir.yaml", expect=2)
+    assert "'contact' has no attribute 'city'" in refused.stderr
+    with db.session() as session:
+        session.scalar(select(Contact).where(Contact.external_id == "C1")).attributes = {"city": "İzmir"}
+    assert shop("campaign", "validate", "sehir.yaml").stdout == "sehir.yaml: ok\n"
