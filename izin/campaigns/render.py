@@ -410,27 +410,36 @@ class _Source:
         return ".".join(self.field)
 
 
-def _sources(campaign: Campaign, channel: str) -> dict[str, _Source]:
+def _inline(field: tuple[str, ...], value: str | dict[str, str], locale: str, html: bool = False) -> _Source:
+    """An inline text, or its variant for the locale (Turkish, then the first given, as fallback)."""
+    if isinstance(value, str):
+        return _Source(field, text=value, html=html)
+    chosen = locale if locale in value else "tr" if "tr" in value else next(iter(value))
+    return _Source(field + (chosen,), text=value[chosen], html=html)
+
+
+def _sources(campaign: Campaign, channel: str, locale: str = "tr") -> dict[str, _Source]:
     content = campaign.content
     if channel == "email":
         email = content.email
         if email is None:
             raise RenderError("content.email", "the campaign has no email content")
         base = ("content", "email")
-        sources = {"subject": _Source(base + ("subject",), text=email.subject)}
+        sources = {"subject": _inline(base + ("subject",), email.subject, locale)}
         if email.html is not None:
             sources["html"] = _Source(base + ("html",), path=email.html, html=True)
         else:
-            sources["html"] = _Source(base + ("html_inline",), text=email.html_inline, html=True)
+            assert email.html_inline is not None
+            sources["html"] = _inline(base + ("html_inline",), email.html_inline, locale, html=True)
         if email.text is not None:
             sources["text"] = _Source(base + ("text",), path=email.text)
         elif email.text_inline is not None:
-            sources["text"] = _Source(base + ("text_inline",), text=email.text_inline)
+            sources["text"] = _inline(base + ("text_inline",), email.text_inline, locale)
         return sources
     if channel == "sms":
         if content.sms is None:
             raise RenderError("content.sms", "the campaign has no sms content")
-        return {"text": _Source(("content", "sms", "text"), text=content.sms.text)}
+        return {"text": _inline(("content", "sms", "text"), content.sms.text, locale)}
     raise RenderError("channels", f"unknown channel '{channel}'; expected email or sms")
 
 
@@ -618,7 +627,7 @@ def render(campaign: Campaign, channel: str, context: Mapping[str, Any], setting
     """
     dirs = _search_dirs(campaign, base_dir)
     locale = _normal_locale(locale)
-    sources = _sources(campaign, channel)
+    sources = _sources(campaign, channel, locale)
     context = {**context, "sender": _sender(settings)}
     commercial = campaign.purpose == "commercial"
     if channel == "email":
@@ -817,7 +826,7 @@ def _check_sources(campaign: Campaign, channel: str, locale: str, dirs: tuple[st
                    context: Mapping[str, Any], commercial: bool, add: Any) -> bool:
     """Render each part of the message on its own, so every broken part is reported."""
     ok = True
-    for source in _sources(campaign, channel).values():
+    for source in _sources(campaign, channel, locale).values():
         if not commercial and _references_coupon(source, dirs):
             add(source.field, "a transactional campaign may not carry promotions, and this "
                               "template refers to coupon; remove it or set purpose: commercial")

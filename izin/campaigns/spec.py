@@ -354,6 +354,27 @@ Channel = Annotated[str, PlainValidator(_check_channel)]
 Scalar = Annotated[Union[str, int, float, bool], PlainValidator(_check_scalar)]
 Comparable = Annotated[Union[str, int, float], PlainValidator(_check_comparable)]
 NonEmptyText = Annotated[StrictStr, Field(min_length=1)]
+
+
+def _localized(value: Any) -> str | dict[str, str]:
+    if isinstance(value, str):
+        if not value:
+            _fail("must not be empty")
+        return value
+    if isinstance(value, dict):
+        if not value:
+            _fail("give the text, or one text per locale, e.g. {tr: \"...\", en: \"...\"}")
+        for locale, text in value.items():
+            if locale not in ("tr", "en"):
+                _fail(f"unknown locale {locale!r}; use tr or en")
+            if not isinstance(text, str) or not text:
+                _fail(f"{locale}: must be non-empty text; got {_describe(text)}")
+        return dict(value)
+    _fail(f"must be text, or one text per locale such as {{tr: \"...\", en: \"...\"}}; got {_describe(value)}")
+
+
+#: inline template text, or one per locale: {tr: "...", en: "..."} (Turkish is the fallback)
+Localized = Annotated[str | dict[str, str], PlainValidator(_localized)]
 HtmlPath = Annotated[str, _template_path_checker((".j2", ".html"))]
 TextPath = Annotated[str, _template_path_checker((".j2", ".txt"))]
 
@@ -521,11 +542,11 @@ NotCondition.model_rebuild()
 class EmailContent(_Model):
     """Subject, an HTML body (template path or inline) and an optional plain-text body."""
 
-    subject: NonEmptyText
+    subject: Localized
     html: HtmlPath | None = None
-    html_inline: NonEmptyText | None = None
+    html_inline: Localized | None = None
     text: TextPath | None = None
-    text_inline: NonEmptyText | None = None
+    text_inline: Localized | None = None
 
     @model_validator(mode="after")
     def _one_body(self) -> EmailContent:
@@ -539,7 +560,7 @@ class EmailContent(_Model):
 class SmsContent(_Model):
     """The SMS body as inline template text (the engine adds the opt-out footer)."""
 
-    text: NonEmptyText
+    text: Localized
 
 
 class Content(_Model):

@@ -613,7 +613,8 @@ def test_examples_render_in_both_locales():
     coupon = {"code": "IYIKI-ABCD2345", "percent": 20, "expires_on": date(2026, 12, 8)}
     tr = render(campaign, "email", context_for(campaign, coupon=coupon), SETTINGS, "tr")
     en = render(campaign, "email", context_for(campaign, coupon=coupon), SETTINGS, "en")
-    assert tr.subject == en.subject == "İyi ki doğdun Ayşe! Sana özel %20 indirim"
+    assert (tr.subject, en.subject) == ("İyi ki doğdun Ayşe! Sana özel %20 indirim",
+                                        "Happy birthday Ayşe! 20% off, just for you")
     assert tr.text.startswith("İyi ki doğdun Ayşe!\n\nYeni yaşını")
     assert en.text.startswith("Happy birthday, Ayşe!\n\nWarmest wishes")
     sms = render(campaign, "sms", context_for(campaign, coupon=coupon), SETTINGS, "tr")
@@ -846,3 +847,18 @@ def test_footer_goes_before_body_end_even_after_dotted_capital_i():
     body = "<html><body><p>İyi alışverişler! İİİİ</p></body></html>"
     assert _attach_footer(body, "<div>footer</div>") == (
         "<html><body><p>İyi alışverişler! İİİİ</p>\n<div>footer</div>\n</body></html>")
+
+
+def test_inline_texts_have_locale_variants_with_turkish_fallback():
+    localized = parse_campaign("""
+name: selam
+trigger: {type: birthday}
+channels: [sms]
+content:
+  sms:
+    text: {tr: "İyi ki doğdun {{ contact.first_name }}", en: "Happy birthday {{ contact.first_name }}"}
+""")
+    assert render(localized, "sms", context_for(localized), SETTINGS, "en").text.startswith("Happy birthday Ayşe\n")
+    assert render(localized, "sms", context_for(localized), SETTINGS, "tr").text.startswith("İyi ki doğdun Ayşe\n")
+    turkish_only = parse_campaign(localized.source_text.replace(', en: "Happy birthday {{ contact.first_name }}"', ""))
+    assert render(turkish_only, "sms", context_for(turkish_only), SETTINGS, "en").text.startswith("İyi ki doğdun")
