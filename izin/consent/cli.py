@@ -367,6 +367,11 @@ def serve(app: AppContext, host: str, port: int, forwarded_allow_ips: str) -> No
     if app.settings.web.secret_key == DEFAULT_SECRET:
         raise InputError("the secret key is the default 'change-me'; set IZIN_SECRET_KEY or [web] secret_key, "
                          "since it signs every unsubscribe link")
+    import logging
+
+    from izin.consent.web.security import AccessLogFilter
+
     application = create_app(app.settings, app.database(), now=clock.now)
+    logging.getLogger("uvicorn.access").addFilter(AccessLogFilter())
     uvicorn.run(application, host=host, port=port, proxy_headers=True, forwarded_allow_ips=forwarded_allow_ips,
                 log_level="info")

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
+import re
 import secrets as token_source
 import threading
 import time
@@ -91,3 +93,21 @@ def webhook_ok(request: Request, expected: str) -> bool:
         return False
     given = request.headers.get(WEBHOOK_HEADER) or request.query_params.get("secret") or ""
     return hmac.compare_digest(given.encode(), expected.encode())
+
+
+_SECRET_PATH = re.compile(r"/(u|p|optin/confirm|optin/code)/[^/?#\s]+")
+_SECRET_QUERY = re.compile(r"([?&]secret=)[^&#\s]*")
+
+
+def redact_path(path: str) -> str:
+    """A request path fit for an access log: link tokens and webhook secrets replaced by '***'."""
+    return _SECRET_QUERY.sub(r"\1***", _SECRET_PATH.sub(r"/\1/***", path))
+
+
+class AccessLogFilter(logging.Filter):
+    """Keeps uvicorn's access log free of live secrets (a confirmation link in a log is a consent)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and len(record.args) >= 3 and isinstance(record.args[2], str):
+            record.args = (*record.args[:2], redact_path(record.args[2]), *record.args[3:])
+        return True

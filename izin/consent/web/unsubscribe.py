@@ -203,10 +203,12 @@ def _context(request: Request, token: str, address: str, channel: str, lang: str
 async def unsubscribe(request: Request) -> Response:
     """GET: the confirmation page. POST: the opt-out itself (one-click or the page's button)."""
     posting = request.method == "POST"
-    if posting:
-        request.app.state.limiter.check(request, "unsubscribe")
     named = _named(request)
     if named is None:
+        if posting:
+            # only guesses are limited: a genuine opt-out is never refused (mailbox providers send
+            # RFC 8058 POSTs for many people from a few addresses, and the law wants every one)
+            request.app.state.limiter.check(request, "unsubscribe-forged")
         return not_found(request)
     token, address, channel = named
     now = request.app.state.now()
@@ -216,9 +218,12 @@ async def unsubscribe(request: Request) -> Response:
     form = await _form(request)
     route = "confirm-page" if form.get("via") == "confirm-page" else "one-click"
     proof = _proof(request, token, route)
+    # a token repeated in a flood changes nothing after its first POST: answer without the database
+    repeat = not request.app.state.limiter.allow(f"unsubscribe-token:{token_id(token)}")
 
     def opt_out(session: Session) -> str | None:
-        _withdraw(session, [(address, channel)], now, proof)
+        if not repeat:
+            _withdraw(session, [(address, channel)], now, proof)
         return _locale(session, address, channel)
 
     locale = await _in_db(request, opt_out)
