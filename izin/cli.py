@@ -129,8 +129,9 @@ def init(app: AppContext) -> None:
 def _register() -> None:
     from izin.campaigns.cli import campaign, scheduler, worker
     from izin.consent.cli import audit, consent, contacts, events, serve
+    from izin.consent.iys.cli import iys
 
-    for group in (contacts, events, consent, campaign, worker, scheduler, serve, audit):
+    for group in (contacts, events, consent, campaign, worker, scheduler, serve, audit, iys):
         cli.add_command(group)
 
 

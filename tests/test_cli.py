@@ -91,8 +91,8 @@ def test_uninitialised_database_says_run_init(tmp_path, monkeypatch):
     result = cli("consent", "summary", expect=2)
     assert result.stderr == (f"izin: error: the database sqlite:///{tmp_path / 'fresh.db'} has no izin schema; "
                              "run `izin init` first\n")
-    assert cli("init").stdout == f"created database sqlite:///{tmp_path / 'fresh.db'} (schema 0004)\n"
-    assert cli("init").stdout == f"database sqlite:///{tmp_path / 'fresh.db'} is up to date (schema 0004)\n"
+    assert cli("init").stdout == f"created database sqlite:///{tmp_path / 'fresh.db'} (schema 0005)\n"
+    assert cli("init").stdout == f"database sqlite:///{tmp_path / 'fresh.db'} is up to date (schema 0005)\n"
 
 
 def test_unreachable_database_exits_3(tmp_path, monkeypatch):

@@ -189,7 +189,7 @@ def plan(app: AppContext, file: str, at: str | None, as_json: bool) -> None:
     Shows exactly the deliveries `izin campaign run --at T` would create now. It records only the
     campaign's start (the first plan, schedule or run that sees a campaign starts it).
     """
-    from izin.campaigns.plan import SKIP_REASONS, plan_campaign
+    from izin.campaigns.plan import plan_campaign
 
     instant = _instant(at)
     campaign_ = load_valid(app, file)
@@ -206,7 +206,7 @@ def plan(app: AppContext, file: str, at: str | None, as_json: bool) -> None:
             table.add_row(d["contact"], d["channel"], d["recipient"], d["send_at"], d["send_at_local"],
                           d["status"] + (f" ({d['reason']}, until {d['next_attempt_at']})" if d["status"] == "deferred" else ""))
         Console(width=160).print(table)
-    click.echo("left out: " + ", ".join(f"{reason} {result.skipped.get(reason, 0)}" for reason in SKIP_REASONS))
+    click.echo("left out: " + ", ".join(f"{reason} {result.skipped.get(reason, 0)}" for reason in result.reasons))
 
 
 def _connect_broker(app: AppContext) -> None:

@@ -32,7 +32,7 @@ from izin.channels.errors import ChannelAccountError, PermanentChannelError, Tra
 from izin.config import Settings
 from izin.consent.bounces import is_undeliverable
 from izin.consent.bounces import mark as mark_undeliverable
-from izin.consent.gate import may_send, usable_address
+from izin.consent.gate import IYS_PENDING, may_send, usable_address
 from izin.consent.models import Contact, ContactEvent
 from izin.consent.tokens import unsubscribe_url
 from izin.db import Database
@@ -225,7 +225,12 @@ class Sender:
 
             recipient = delivery.recipient
             if delivery.commercial:
-                decision = may_send(session, contact, delivery.channel, now)
+                iys = self.settings.iys
+                decision = may_send(session, contact, delivery.channel, now,
+                                    require_iys_accepted=iys is not None and iys.require_accepted)
+                if decision.reason == IYS_PENDING:
+                    # an ONAY İYS has not accepted yet may be accepted soon: wait, do not drop
+                    return stop("deferred", IYS_PENDING, retry_at=now + ACCOUNT_RETRY)
                 if not decision.allowed:
                     reason = "consent_withdrawn" if decision.status == "RET" else decision.reason or "no_consent"
                     return stop("suppressed", reason)

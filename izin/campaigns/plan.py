@@ -26,11 +26,13 @@ from izin.clock import iso_utc
 from izin.config import Settings
 from izin.db import upsert_insert
 from izin.consent.bounces import undeliverable_set
-from izin.consent.gate import NO_ADDRESS, NO_CONSENT, Decision, may_send_many
+from izin.consent.gate import IYS_PENDING, NO_ADDRESS, NO_CONSENT, Decision, may_send_many
 from izin.consent.models import Contact, ContactEvent
 
 #: every reason a contact can be left out, in the order reports show them
 SKIP_REASONS = ("no_consent", "no_address", "frequency_cap", "already_sent", "not_in_audience")
+#: with [iys] require_accepted: an ONAY on record that İYS has not accepted yet (listed only in strict mode)
+IYS_SKIP_REASON = IYS_PENDING
 #: deliveries that count toward a frequency cap, by status
 _CAP_STATUSES = ("scheduled", "sending", "sent")
 _CHUNK = 1_000
@@ -88,11 +90,19 @@ class Plan:
     skipped: Counter[str] = field(default_factory=Counter)
     #: over a frequency cap: not in `deliveries`, but scheduling stores them deferred until the cap frees
     capped: list[PlannedDelivery] = field(default_factory=list)
+    #: strict İYS mode: an ONAY counts only once İYS accepted it; others are skipped as iys_pending
+    strict_iys: bool = False
+
+    @property
+    def reasons(self) -> tuple[str, ...]:
+        """The skip reasons this plan reports: SKIP_REASONS, plus iys_pending in strict İYS mode."""
+        return SKIP_REASONS + (IYS_SKIP_REASON,) if self.strict_iys or self.skipped.get(IYS_SKIP_REASON) \
+            else SKIP_REASONS
 
     def as_dict(self) -> dict[str, Any]:
         return {"campaign": self.campaign, "at": iso_utc(self.at).replace(".000000", ""),
                 "deliveries": [d.as_dict() for d in self.deliveries],
-                "skipped": {reason: self.skipped.get(reason, 0) for reason in SKIP_REASONS}}
+                "skipped": {reason: self.skipped.get(reason, 0) for reason in self.reasons}}
 
 
 def campaign_start(session: Session, name: str, at: datetime) -> CampaignRow:
@@ -187,14 +197,16 @@ def cap_counts(session: Session, contact_ids: list[int], since: datetime, at: da
 def plan_campaign(session: Session, campaign: spec.Campaign, settings: Settings, at: datetime) -> Plan:
     """Everything `campaign run --at` would create now, and counts of who is left out and why."""
     row = campaign_start(session, campaign.name, at)
-    plan = Plan(campaign.name, at)
+    strict = settings.iys is not None and settings.iys.require_accepted
+    plan = Plan(campaign.name, at, strict_iys=strict)
     candidates, plan.skipped["not_in_audience"] = _candidates(session, campaign, row.started_at, settings, at)
     existing = _existing(session, row.id, candidates)
     fresh = [c for c in candidates if (c.contact.id, c.occurrence) not in existing]
     plan.skipped["already_sent"] = len(candidates) - len(fresh)
     commercial = campaign.purpose == "commercial"
     contacts = list({c.contact.id: c.contact for c in fresh}.values())
-    decisions = {channel: _decisions(session, contacts, channel, at, commercial) for channel in campaign.channels}
+    decisions = {channel: _decisions(session, contacts, channel, at, commercial, strict)
+                 for channel in campaign.channels}
     caps = caps_for(campaign, settings, row.id) if commercial else []
     counts = [cap_counts(session, [c.id for c in contacts], at - period, at, campaign_id)
               for _count, period, campaign_id in caps]
@@ -204,7 +216,8 @@ def plan_campaign(session: Session, campaign: spec.Campaign, settings: Settings,
         chosen = next((decisions[ch][contact.id] for ch in campaign.channels if decisions[ch][contact.id].allowed), None)
         if chosen is None:
             reasons = {decisions[ch][contact.id].reason for ch in campaign.channels}
-            plan.skipped[NO_ADDRESS if reasons == {NO_ADDRESS} else NO_CONSENT] += 1
+            plan.skipped[NO_ADDRESS if reasons == {NO_ADDRESS} else IYS_PENDING if IYS_PENDING in reasons
+                         else NO_CONSENT] += 1
             continue
         tz = _tz(contact, settings.policy.timezone)
         due = candidate.due_at
@@ -248,8 +261,8 @@ def cap_release(session: Session, contact_id: int, caps: list[tuple[int, timedel
 
 
 def _decisions(session: Session, contacts: list[Contact], channel: str, at: datetime,
-               commercial: bool) -> dict[int, Decision]:
-    decisions = may_send_many(session, contacts, channel, at)
+               commercial: bool, strict_iys: bool = False) -> dict[int, Decision]:
+    decisions = may_send_many(session, contacts, channel, at, require_iys_accepted=strict_iys and commercial)
     if not commercial:
         # transactional: no consent needed, only an address that can take the channel
         decisions = {cid: d if d.reason == NO_ADDRESS else Decision(True, channel, d.recipient, basis="transactional")

@@ -19,6 +19,8 @@ from izin.consent.models import ConsentEvent, ConsentState, Contact
 #: why the gate said no; the plan and delivery records use the same words
 NO_CONSENT = "no_consent"
 NO_ADDRESS = "no_address"
+#: strict İYS mode ([iys] require_accepted): the ONAY exists but İYS has not accepted it yet
+IYS_PENDING = "iys_pending"
 #: what a yes rests on
 ON_ONAY = "onay"
 ON_TACIR_EXEMPTION = "tacir_exemption"
@@ -31,7 +33,7 @@ class Decision:
     allowed: bool
     channel: str
     recipient: str | None
-    #: NO_CONSENT or NO_ADDRESS when not allowed
+    #: NO_CONSENT, NO_ADDRESS or IYS_PENDING when not allowed
     reason: str | None = None
     #: ON_ONAY or ON_TACIR_EXEMPTION when allowed
     basis: str | None = None
@@ -68,7 +70,8 @@ def _latest(session: Session, states: list[ConsentState], at: datetime, as_of: b
     return latest
 
 
-def _decide(contact: Contact, channel: str, recipient: str, latest: Latest) -> Decision:
+def _decide(contact: Contact, channel: str, recipient: str, latest: Latest,
+            accepted: set[int] | None = None) -> Decision:
     own = latest.get(contact.recipient_type)
     # a refusal binds the address whichever recipient type it was recorded under: a contact
     # re-typed from BIREYSEL to TACIR must not slip past its RET through the TACIR exemption
@@ -76,6 +79,8 @@ def _decide(contact: Contact, channel: str, recipient: str, latest: Latest) -> D
     if refusal is not None:
         return Decision(False, channel, recipient, reason=NO_CONSENT, event_id=refusal[1], status="RET")
     if own is not None:
+        if accepted is not None and own[1] not in accepted:
+            return Decision(False, channel, recipient, reason=IYS_PENDING, event_id=own[1], status="ONAY")
         return Decision(True, channel, recipient, basis=ON_ONAY, event_id=own[1], status="ONAY")
     if contact.recipient_type == "TACIR" and not latest:
         return Decision(True, channel, recipient, basis=ON_TACIR_EXEMPTION)
@@ -90,19 +95,31 @@ def usable_address(contact: Contact, channel: str) -> str | None:
     return recipient
 
 
-def may_send(session: Session, contact: Contact, channel: str, at: datetime, *, as_of: bool = False) -> Decision:
+def _accepted(session: Session, latest: list[Latest], at: datetime, as_of: bool) -> set[int]:
+    """The ONAY events among `latest` that İYS has accepted (by `at` when as_of)."""
+    from izin.consent.iys.models import accepted_events
+
+    onay = {v[1] for entry in latest for v in entry.values() if v[0] == "ONAY"}
+    return accepted_events(session, onay, at if as_of else None) if onay else set()
+
+
+def may_send(session: Session, contact: Contact, channel: str, at: datetime, *, as_of: bool = False,
+             require_iys_accepted: bool = False) -> Decision:
     """Answer for one contact, channel and instant, with the consent event it rests on.
 
     By default the answer rests on everything recorded so far, even after `at`: an opt-out is never
     ignored because it is younger than the instant asked about. `as_of=True` asks the historical
-    question instead: what did the ledger say at `at`?
+    question instead: what did the ledger say at `at`? `require_iys_accepted` (strict İYS mode)
+    allows an ONAY only once İYS has accepted it.
     """
     recipient = usable_address(contact, channel)
     if recipient is None:
         return Decision(False, channel, contact_address(contact, channel), reason=NO_ADDRESS)
     states = list(session.scalars(select(ConsentState).where(
         ConsentState.recipient == recipient, ConsentState.channel == channel)))
-    return _decide(contact, channel, recipient, _latest(session, states, at, as_of))
+    latest = _latest(session, states, at, as_of)
+    accepted = _accepted(session, [latest], at, as_of) if require_iys_accepted else None
+    return _decide(contact, channel, recipient, latest, accepted)
 
 
 #: addresses looked up per query when deciding for many contacts
@@ -110,7 +127,7 @@ _CHUNK = 1_000
 
 
 def may_send_many(session: Session, contacts: list[Contact], channel: str, at: datetime, *,
-                  as_of: bool = False) -> dict[int, Decision]:
+                  as_of: bool = False, require_iys_accepted: bool = False) -> dict[int, Decision]:
     """The same answers as may_send for many contacts, reading current state in chunked queries."""
     decisions: dict[int, Decision] = {}
     wanted: dict[str, list[Contact]] = {}
@@ -126,8 +143,9 @@ def may_send_many(session: Session, contacts: list[Contact], channel: str, at: d
         for state in session.scalars(select(ConsentState).where(
                 ConsentState.channel == channel, ConsentState.recipient.in_(recipients[start:start + _CHUNK]))):
             states.setdefault(state.recipient, []).append(state)
+    latests = {recipient: _latest(session, states.get(recipient, []), at, as_of) for recipient in wanted}
+    accepted = _accepted(session, list(latests.values()), at, as_of) if require_iys_accepted else None
     for recipient, group in wanted.items():
-        latest = _latest(session, states.get(recipient, []), at, as_of)
         for contact in group:
-            decisions[contact.id] = _decide(contact, channel, recipient, latest)
+            decisions[contact.id] = _decide(contact, channel, recipient, latests[recipient], accepted)
     return decisions

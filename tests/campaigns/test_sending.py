@@ -240,3 +240,15 @@ def test_a_worker_whose_lease_ran_out_cannot_record_over_its_successor(crowd, se
     _finish(db, first, successor, AT + LEASE, status="sent", sent_at=AT + LEASE)
     with db.session() as session:
         assert session.get(Delivery, first).status == "sent"
+
+
+def test_strict_iys_mode_holds_an_onay_iys_has_not_accepted(crowd, settings):
+    """A delivery scheduled before strict mode was switched on waits; it is not sent, nor dropped."""
+    db = crowd
+    schedule(db, settings)
+    strict = settings.model_copy(update={"iys": settings.model_validate({"iys": {
+        "base_url": "http://127.0.0.1:9", "username": "u", "password": "p", "iys_code": "1", "brand_code": "2",
+        "require_accepted": True}}).iys})
+    drain_embedded(db, strict, now=lambda: AT)
+    assert [s[1:3] for s in snapshot(db)] == [("deferred", "iys_pending")] * 3
+    assert outbox(settings) == []

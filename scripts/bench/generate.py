@@ -1,0 +1,76 @@
+"""Realistic bench data: contacts with Turkish names, emails and phones in mixed formats, birthdays
+spread over the year, consents (70% email ONAY, 50% SMS ONAY, 10% of them later withdrawn) and
+purchase events. Writes the three CSVs izin imports.
+
+    python scripts/bench/generate.py --contacts 100000 --out /tmp/bench
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import random
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+
+FIRST = ["Ayşe", "Mehmet", "Zeynep", "Mustafa", "Elif", "Ahmet", "Fatma", "Emre", "Şule", "Ömer", "Gülşen",
+         "İbrahim", "Çağla", "Burak", "Özge", "Hüseyin", "Merve", "Can", "Deniz", "Ebru"]
+LAST = ["Yılmaz", "Kaya", "Demir", "Şahin", "Çelik", "Yıldız", "Öztürk", "Aydın", "Arslan", "Doğan", "Kılıç",
+        "Aslan", "Çetin", "Koç", "Kurt", "Özdemir", "Polat", "Erdoğan", "Güneş", "Akın"]
+CITIES = ["İstanbul", "Ankara", "İzmir", "Bursa", "Antalya", "Konya", "Eskişehir", "Trabzon"]
+ASCII = str.maketrans("çğıöşüÇĞİÖŞÜ", "cgiosuCGIOSU")
+
+
+def phone(rng: random.Random, i: int) -> str:
+    digits = f"5{rng.choice('0345')}{i % 10}{i:07d}"[:10]
+    style = i % 4
+    if style == 0:
+        return f"0{digits[:3]} {digits[3:6]} {digits[6:8]} {digits[8:]}"
+    if style == 1:
+        return f"+90 ({digits[:3]}) {digits[3:6]} {digits[6:]}"
+    if style == 2:
+        return f"0{digits}"
+    return f"+90{digits}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--contacts", type=int, default=100_000)
+    parser.add_argument("--events-per-contact", type=float, default=2.0)
+    parser.add_argument("--out", type=Path, default=Path("bench-data"))
+    parser.add_argument("--seed", type=int, default=6563)
+    args = parser.parse_args()
+    rng = random.Random(args.seed)
+    args.out.mkdir(parents=True, exist_ok=True)
+    start = datetime(2025, 1, 1, tzinfo=timezone.utc)
+    with (args.out / "contacts.csv").open("w", newline="", encoding="utf-8") as c, \
+         (args.out / "consents.csv").open("w", newline="", encoding="utf-8") as k, \
+         (args.out / "events.csv").open("w", newline="", encoding="utf-8") as e:
+        contacts, consents, events = csv.writer(c), csv.writer(k), csv.writer(e)
+        contacts.writerow(["external_id", "first_name", "last_name", "email", "phone", "birthday", "locale", "tags",
+                           "city", "total_spent"])
+        consents.writerow(["external_id", "channel", "status", "source", "consent_date", "proof"])
+        events.writerow(["external_id", "event", "occurred_at", "event_id", "order_total"])
+        for i in range(args.contacts):
+            first, last = rng.choice(FIRST), rng.choice(LAST)
+            eid = f"C{i:07d}"
+            email = f"{first.translate(ASCII).lower()}.{last.translate(ASCII).lower()}{i}@example.com"
+            born = date(1950, 1, 1) + timedelta(days=rng.randrange(365 * 55))
+            contacts.writerow([eid, first, last, email.upper() if i % 7 == 0 else email, phone(rng, i),
+                               born.isoformat(), "en" if i % 20 == 0 else "tr", "vip" if i % 10 == 0 else "",
+                               rng.choice(CITIES), f"{rng.randrange(50, 20000)}.{rng.randrange(100):02d}"])
+            for channel, share in (("email", 0.7), ("sms", 0.5)):
+                if rng.random() < share:
+                    given = start + timedelta(minutes=rng.randrange(60 * 24 * 300))
+                    consents.writerow([eid, channel, "ONAY", "HS_WEB", given.isoformat(), '{"form":"bench"}'])
+                    if rng.random() < 0.1:
+                        consents.writerow([eid, channel, "RET", "HS_WEB",
+                                           (given + timedelta(days=rng.randrange(1, 30))).isoformat(), ""])
+            for n in range(int(args.events_per_contact + rng.random() - 0.5)):
+                when = start + timedelta(minutes=rng.randrange(60 * 24 * 320))
+                events.writerow([eid, "purchase", when.isoformat(), f"O{i:07d}-{n}", rng.randrange(100, 5000)])
+    print(f"wrote {args.contacts} contacts to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
