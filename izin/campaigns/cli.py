@@ -209,6 +209,35 @@ def plan(app: AppContext, file: str, at: str | None, as_json: bool) -> None:
     click.echo("left out: " + ", ".join(f"{reason} {result.skipped.get(reason, 0)}" for reason in result.reasons))
 
 
+#: seconds between İYS pulls from the scheduler (İYS serves 7 days of changes; the law wants hourly)
+IYS_PULL_EVERY_S = 3_000.0
+
+
+def _iys_tick(app: AppContext, db: Any, last_pull: float | None) -> float | None:
+    """Upload what İYS has not got yet, and pull citizens' changes about every 50 minutes.
+
+    İYS being down must not stop the campaigns: its errors are reported and the next tick retries.
+    """
+    import time
+
+    from izin.consent.iys.sync import pull_job, push_job
+    from izin.errors import IzinError
+
+    try:
+        # the next tick is the retry: fail fast here rather than hold up the campaigns
+        pushed = push_job(app.settings, db, clock.now, max_wait=30.0, retry_rounds=0)
+        if pushed.submitted or pushed.unanswered:
+            click.echo(f"iys push: {pushed.accepted} accepted, {pushed.rejected} rejected, "
+                       f"{pushed.unanswered} waiting")
+        if last_pull is None or time.monotonic() - last_pull >= IYS_PULL_EVERY_S:
+            for result in pull_job(app.settings, db, clock.now):
+                click.echo(f"iys pull ({result.source}): {result.appended} new, {result.withdrawals} opt-outs")
+            return time.monotonic()
+    except IzinError as exc:
+        click.echo(f"izin: error: iys: {exc}", err=True)
+    return last_pull
+
+
 def _connect_broker(app: AppContext) -> None:
     """With a broker configured, reach it before touching anything (exit 3 when it is down)."""
     if app.settings.broker.url:
@@ -344,11 +373,14 @@ def scheduler(app: AppContext, folder: str, interval: float, once: bool) -> None
     db = app.database()
     _connect_broker(app)
     lock = SchedulerLock(db, app.settings.broker.url)
+    last_pull: float | None = None
     try:
         while True:
             started = time.monotonic()
             now = clock.now()
             if lock.acquire(now):
+                if app.settings.iys is not None:
+                    last_pull = _iys_tick(app, db, last_pull)
                 created = 0
                 for path in campaign_files(folder):
                     try:

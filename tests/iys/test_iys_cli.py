@@ -85,3 +85,26 @@ def test_strict_plan_lists_iys_pending(cli, db, fake_iys, tmp_path):
     cli("iys", "push", "--poll-interval", "0")
     after = json.loads(cli("campaign", "plan", "c.yaml", "--json").stdout)
     assert [d["contact"] for d in after["deliveries"]] == ["B1"] and after["skipped"]["iys_pending"] == 0
+
+
+def test_scheduler_tick_pushes_and_pulls(cli, db, fake_iys, tmp_path):
+    configure(cli, fake_iys, require_accepted=False)
+    (tmp_path / "campaigns").mkdir()
+    add_contact(db, "C1", email="c1@ornek.com.tr", phone="+905321112233")
+    cli("consent", "grant", "C1", "--channel", "email", "--source", "HS_WEB", "--at", "2026-11-24T10:15:00+03:00")
+    fake_iys.citizen("+905321112233", "MESAJ", "RET", NOW - timedelta(hours=2), source="IYS_3338")
+    result = cli("scheduler", "--campaigns", str(tmp_path / "campaigns"), "--once")
+    assert result.stdout.splitlines()[:2] == ["iys push: 1 accepted, 0 rejected, 0 waiting",
+                                              "iys pull (IYS): 1 new, 1 opt-outs"]
+    status = json.loads(cli("iys", "status", "--json").stdout)
+    assert status["counts"]["accepted"] == 2  # ours, and the citizen's RET pulled from İYS
+
+
+def test_scheduler_survives_iys_being_down(cli, db, tmp_path):
+    (cli.cwd / "izin.toml").write_text(SENDER_TOML + iys_section("http://127.0.0.1:9", True), encoding="utf-8")
+    (tmp_path / "campaigns").mkdir()
+    add_contact(db, "C1", email="c1@ornek.com.tr")
+    cli("consent", "grant", "C1", "--channel", "email", "--source", "HS_WEB", "--at", "2026-11-24T10:15:00+03:00")
+    result = cli("scheduler", "--campaigns", str(tmp_path / "campaigns"), "--once")
+    assert "izin: error: iys: " in result.stderr
+    assert result.stdout.endswith("0 created, 0 handled\n")
