@@ -26,7 +26,7 @@ from izin.consent.models import (GENESIS_HASH, IYS_TYPE, ConsentEvent, ConsentSt
 
 CONSENT_FIELDS = ("kind", "id", "contact", "recipient", "channel", "iys_type", "status", "source",
                   "recipient_type", "consent_date", "recorded_at", "proof", "iys_uploadable",
-                  "prev_hash", "hash", "purged")
+                  "prev_hash", "hash", "purged", "iys_status", "iys_transaction_id", "iys_creation_date")
 #: rows fetched per round trip while streaming
 PAGE_ROWS = 2_000
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -35,7 +35,10 @@ _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 def consent_records(session: Session, since: datetime | None = None, until: datetime | None = None,
                     contact: str | None = None) -> Iterator[dict[str, Any]]:
     """Consent events in id order as export records, filtered by recorded_at and contact."""
-    query = select(ConsentEvent).order_by(ConsentEvent.id)
+    from izin.consent.iys.models import IysSync
+
+    query = (select(ConsentEvent, IysSync.state, IysSync.transaction_id, IysSync.creation_date)
+             .outerjoin(IysSync, IysSync.event_id == ConsentEvent.id).order_by(ConsentEvent.id))
     if since is not None:
         query = query.where(ConsentEvent.recorded_at >= since)
     if until is not None:
@@ -43,7 +46,8 @@ def consent_records(session: Session, since: datetime | None = None, until: date
     if contact is not None:
         contact_id = session.scalar(select(Contact.id).where(Contact.external_id == contact))
         query = query.where(or_(ConsentEvent.contact_ref == contact, ConsentEvent.contact_id == contact_id))
-    for event in session.scalars(query.execution_options(yield_per=PAGE_ROWS)):
+    for event, iys_status, iys_transaction_id, iys_creation_date in session.execute(
+            query.execution_options(yield_per=PAGE_ROWS)):
         yield {
             "kind": "consent", "id": event.id, "contact": event.contact_ref, "recipient": event.recipient,
             "channel": event.channel, "iys_type": IYS_TYPE[event.channel], "status": event.status,
@@ -51,6 +55,9 @@ def consent_records(session: Session, since: datetime | None = None, until: date
             "consent_date": iso_istanbul(event.consent_date), "recorded_at": iso_utc(event.recorded_at),
             "proof": event.proof, "iys_uploadable": event.iys_uploadable,
             "prev_hash": event.prev_hash, "hash": event.hash, "purged": event.purge_run_id is not None,
+            # İYS's view: None until `izin iys` has enrolled the event
+            "iys_status": iys_status, "iys_transaction_id": iys_transaction_id,
+            "iys_creation_date": iso_istanbul(iys_creation_date) if iys_creation_date else None,
         }
         session.expunge(event)  # keep the identity map from growing with the log
 

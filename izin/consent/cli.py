@@ -214,10 +214,10 @@ def show(app: AppContext, external_id: str, as_json: bool) -> None:
     for channel, d in current.items():
         verdict = f"may send ({d.basis}, event #{d.event_id})" if d.allowed else f"may not send ({d.reason})"
         click.echo(f"  {channel:<5} {d.recipient or '-':<32} {verdict}")
-    table = Table("id", "consent date", "channel", "recipient", "status", "source", "proof", "hash")
+    table = Table("id", "consent date", "channel", "recipient", "status", "source", "proof", "İYS", "hash")
     for r in history:
         table.add_row(str(r["id"]), r["consent_date"], r["channel"], r["recipient"] or "(purged)", r["status"],
-                      r["source"], (r["proof"] or "")[:30], r["hash"][:12])
+                      r["source"], (r["proof"] or "")[:30], r["iys_status"] or "-", r["hash"][:12])
     Console(width=160).print(table)
 
 

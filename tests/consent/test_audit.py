@@ -121,6 +121,7 @@ def test_ndjson_export_has_the_contract_fields(ledger):
         "consent_date": "2026-11-01T10:00:00+03:00", "recorded_at": "2026-11-01T07:00:05.000000Z",
         "proof": '=HYPERLINK("http://x")', "iys_uploadable": True,
         "prev_hash": "0" * 64, "hash": first_hash, "purged": False,
+        "iys_status": None, "iys_transaction_id": None, "iys_creation_date": None,
     }
 
 

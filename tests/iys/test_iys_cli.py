@@ -108,3 +108,15 @@ def test_scheduler_survives_iys_being_down(cli, db, tmp_path):
     result = cli("scheduler", "--campaigns", str(tmp_path / "campaigns"), "--once")
     assert "izin: error: iys: " in result.stderr
     assert result.stdout.endswith("0 created, 0 handled\n")
+
+
+def test_iys_state_shows_in_consent_show_and_the_export(cli, db, fake_iys):
+    configure(cli, fake_iys)
+    add_contact(db, "C1", email="c1@ornek.com.tr")
+    cli("consent", "grant", "C1", "--channel", "email", "--source", "HS_WEB", "--at", "2026-11-24T10:15:00+03:00")
+    cli("iys", "push")
+    [record] = [json.loads(line) for line in cli("audit", "export").stdout.splitlines()]
+    assert record["iys_status"] == "accepted"
+    assert record["iys_transaction_id"] is not None and record["iys_creation_date"] is not None
+    shown = json.loads(cli("consent", "show", "C1", "--json").stdout)
+    assert shown["history"][0]["iys_transaction_id"] == record["iys_transaction_id"]
