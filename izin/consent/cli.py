@@ -375,3 +375,23 @@ def serve(app: AppContext, host: str, port: int, forwarded_allow_ips: str) -> No
     logging.getLogger("uvicorn.access").addFilter(AccessLogFilter())
     uvicorn.run(application, host=host, port=port, proxy_headers=True, forwarded_allow_ips=forwarded_allow_ips,
                 log_level="info")
+
+
+@consent.command()
+@json_option
+@pass_app
+def replies(app: AppContext, as_json: bool) -> None:
+    """SMS replies that name an opt-out word but are not clearly an opt-out: read them, and record a
+    withdrawal with `izin consent withdraw` where one is meant (the law gives 3 business days)."""
+    from izin.consent.web.webhooks import needs_review
+
+    with app.database().session() as session:
+        rows = [{"id": m.id, "received_at": clock.iso_istanbul(m.received_at), "from": m.sender, "text": m.text,
+                 "provider": m.provider} for m in needs_review(session)]
+    if as_json:
+        emit_json(rows)
+        return
+    if not rows:
+        click.echo("no replies waiting for review")
+    for row in rows:
+        click.echo(f"#{row['id']} {row['received_at']} {row['from']} ({row['provider']}): {row['text']}")

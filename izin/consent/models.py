@@ -218,7 +218,7 @@ class InboundMessage(Base):
     keyword: Mapped[str | None] = mapped_column(String(64))
     short_number: Mapped[str | None] = mapped_column(String(32))
     received_at: Mapped[datetime] = mapped_column(UTCDateTime)
-    #: 'opt_out' or 'ignored'
+    #: 'opt_out', 'needs_review' (names an opt-out word but is not clear-cut) or 'ignored'
     action: Mapped[str] = mapped_column(String(16))
     consent_event_id: Mapped[int | None] = mapped_column(ForeignKey("consent_events.id"))
     #: the provider's own id of the message, to ignore a webhook delivered twice

@@ -11,6 +11,7 @@ from datetime import timedelta
 from email import policy
 
 import pytest
+from markupsafe import escape
 from sqlalchemy import func, select
 
 from izin.campaigns.render import promotion_in
@@ -196,8 +197,10 @@ def test_email_double_opt_in_records_onay_only_on_the_confirming_post(web, db, t
     body = message.get_content()
     assert promotion_in(body) is None and "Ayşe" not in body  # nothing of the form's text is echoed
     link = confirm_link(tmp_path)
+    assert count(db, Contact) == 0  # no contact before the address is confirmed
     with db.session() as session:
         request = session.scalars(select(OptinRequest)).one()
+        assert (request.contact_id, request.first_name, request.last_name) == (None, "Ayşe", "Yılmaz")
         # only the hash of the token is kept
         assert request.token_hash == hashlib.sha256(link.rsplit("/", 1)[1].encode()).hexdigest()
         assert link.rsplit("/", 1)[1] not in json.dumps([request.token_hash, request.code_hash])
@@ -222,6 +225,8 @@ def test_email_double_opt_in_records_onay_only_on_the_confirming_post(web, db, t
     text = optin.consent_text(web.app.state.settings, "en")
     assert json.loads(event.proof) == {
         "route": "double-opt-in",
+        "first_name": "Ayşe",  # law 6563: the consent names the person, as they typed it
+        "last_name": "Yılmaz",
         "text_version": "2026-11",
         "text_hash": hashlib.sha256(text.encode()).hexdigest(),
         "form_ip": "testclient",
@@ -377,21 +382,100 @@ def test_an_sms_code_expires_after_ten_minutes(web, db, tmp_path):
     assert events(db) == []
 
 
-def test_both_channels_make_one_contact_and_two_requests(web, db, tmp_path):
+def test_both_channels_make_two_requests_and_a_contact_per_confirmed_address(web, db, tmp_path):
     response = submit(web, "en", channels=("email", "sms"))
     assert "also sent a confirmation link to your email address" in response.text
     assert "Enter the code from the SMS" in response.text
     assert outbox_files(tmp_path) == ["1000000001.eml", "1000000002.sms.json"]
+    assert count(db, Contact) == 0
     with db.session() as session:
-        contact = session.scalars(select(Contact)).one()
-        assert (contact.email, contact.phone, contact.phone_mobile) == (EMAIL, PHONE_E164, True)
-        assert contact.external_id == "web-" + hashlib.sha256(EMAIL.encode()).hexdigest()[:16]
         requests = session.scalars(select(OptinRequest).order_by(OptinRequest.id)).all()
-        assert [(r.channel, r.contact_id) for r in requests] == [("email", contact.id), ("sms", contact.id)]
+        assert [(r.channel, r.address, r.contact_id, r.first_name, r.last_name) for r in requests] == [
+            ("email", EMAIL, None, "Ayşe", "Yılmaz"), ("sms", PHONE_E164, None, "Ayşe", "Yılmaz")]
     web.post(code_path(response), data={"csrf": csrf_of(response), "code": sms_code(tmp_path, "1000000002.sms.json")})
+    with db.session() as session:  # the SMS confirmation makes a contact for the phone alone
+        [phone_contact] = session.scalars(select(Contact)).all()
+        assert (phone_contact.external_id, phone_contact.email, phone_contact.phone, phone_contact.phone_mobile,
+                phone_contact.first_name, phone_contact.last_name, phone_contact.locale) == (
+            "web-" + hashlib.sha256(PHONE_E164.encode()).hexdigest()[:16], None, PHONE_E164, True,
+            "Ayşe", "Yılmaz", "en")
     link = confirm_link(tmp_path)
     web.post(link, data={"csrf": csrf_of(web.get(link))})
-    assert sorted(e.channel for e in events(db)) == ["email", "sms"]
+    with db.session() as session:
+        email_contact = session.scalars(select(Contact).where(Contact.id != phone_contact.id)).one()
+        assert (email_contact.external_id, email_contact.email, email_contact.phone) == (
+            "web-" + hashlib.sha256(EMAIL.encode()).hexdigest()[:16], EMAIL, None)
+        requests = session.scalars(select(OptinRequest).order_by(OptinRequest.id)).all()
+        assert [r.contact_id for r in requests] == [email_contact.id, phone_contact.id]
+    assert sorted((e.channel, e.recipient, e.contact_id) for e in events(db)) == [
+        ("email", EMAIL, email_contact.id), ("sms", PHONE_E164, phone_contact.id)]
+
+
+def test_a_strangers_email_next_to_ones_own_phone_never_joins_them(web, db, tmp_path):
+    """The reviewer's attack: the victim's email, the attacker's phone and a made-up name; the
+    attacker confirms the SMS code, the victim later confirms the email."""
+    response = submit(web, "tr", channels=("email", "sms"), email="kurban@example.com", phone="0532 123 45 67",
+                      first_name="Sahte", last_name="Kişi")
+    assert response.status_code == 200
+    done = web.post(code_path(response), data={"csrf": csrf_of(response),
+                                               "code": sms_code(tmp_path, "1000000002.sms.json")})
+    assert "aboneliğiniz onaylandı" in done.text
+    with db.session() as session:
+        [attacker] = session.scalars(select(Contact)).all()
+        assert (attacker.email, attacker.phone) == (None, PHONE_E164)  # the unconfirmed email is not on it
+    link = confirm_link(tmp_path)
+    web.post(link, data={"csrf": csrf_of(web.get(link))})
+    with db.session() as session:
+        victim = session.scalars(select(Contact).where(Contact.email == "kurban@example.com")).one()
+        assert victim.id != attacker.id and victim.phone is None
+        assert session.get(Contact, attacker.id).email is None
+    email_onay = [e for e in events(db) if e.channel == "email"]
+    assert [(e.recipient, e.contact_id, e.contact_ref) for e in email_onay] == [
+        ("kurban@example.com", victim.id, "web-" + hashlib.sha256(b"kurban@example.com").hexdigest()[:16])]
+    assert json.loads(email_onay[0].proof)["first_name"] == "Sahte"  # what was typed, kept as proof
+
+
+def test_a_confirmation_for_an_address_someone_owns_uses_that_contact_and_changes_no_name(web, db, tmp_path):
+    owner_id = add_contact(db, "shop-9", email=EMAIL)
+    with db.session() as session:
+        session.get(Contact, owner_id).first_name = "Ayşe Gül"
+    submit(web, "en", channels=("email", "sms"), first_name="Başka", last_name="Biri")
+    link = confirm_link(tmp_path)
+    web.post(link, data={"csrf": csrf_of(web.get(link))})
+    with db.session() as session:
+        owner = session.get(Contact, owner_id)
+        assert (owner.first_name, owner.last_name, owner.email, owner.phone) == ("Ayşe Gül", None, EMAIL, None)
+        assert session.scalars(select(OptinRequest).where(OptinRequest.channel == "email")).one().contact_id == owner_id
+    assert count(db, Contact) == 1  # the unconfirmed phone made nothing
+    [event] = events(db)
+    assert (event.contact_id, event.contact_ref, json.loads(event.proof)["last_name"]) == (owner_id, "shop-9", "Biri")
+
+
+def test_a_concurrent_confirmation_that_made_the_contact_first_is_retried(web, db, tmp_path, monkeypatch):
+    """PostgreSQL: two requests for one unknown address confirmed at once both try to insert its
+    web- contact; the loser of the unique external_id gets an IntegrityError and tries again."""
+    from sqlalchemy.exc import IntegrityError
+
+    submit(web, "en")
+    link = confirm_link(tmp_path)
+    page = web.get(link)
+    real = optin._confirm_once
+    calls = []
+
+    def racing(*args):
+        calls.append(args[1])
+        if len(calls) == 1:  # the other confirmation commits its contact first
+            add_contact(db, optin.web_external_id(EMAIL), email=EMAIL)
+            raise IntegrityError("insert into contacts", {}, Exception("duplicate key"))
+        return real(*args)
+
+    monkeypatch.setattr(optin, "_confirm_once", racing)
+    done = web.post(link, data={"csrf": csrf_of(page)})
+    assert done.status_code == 200 and "your subscription is confirmed" in done.text
+    assert len(calls) == 2
+    with db.session() as session:
+        contact = session.scalars(select(Contact)).one()
+    assert [(e.recipient, e.contact_id) for e in events(db)] == [(EMAIL, contact.id)]
 
 
 # --- nothing to learn about addresses; nothing to abuse ------------------------------------------
@@ -406,13 +490,31 @@ def test_known_and_unknown_addresses_get_the_same_page(web, db, tmp_path):
                       re.sub(r"/optin/code/[A-Za-z0-9_\-]+", "/optin/code/REF", response.text)))
     assert pages[0] == pages[1]
     with db.session() as session:
-        by_address = {r.address: r.contact_id for r in session.scalars(select(OptinRequest))}
-        assert by_address["known@example.com"] == by_address["+905559876543"] == known_id
-        known = session.get(Contact, known_id)
-        assert (known.first_name, known.email) == (None, "known@example.com")  # an existing contact is not changed
-        stranger = session.scalars(select(Contact).where(Contact.email == "stranger@example.com")).one()
-        assert by_address["stranger@example.com"] == stranger.id
+        # nothing is looked up or made before a confirmation: no contact for the stranger yet
+        assert {r.address: r.contact_id for r in session.scalars(select(OptinRequest))} == {
+            "known@example.com": None, "+905559876543": None, "stranger@example.com": None, "+905551112233": None}
+        assert [c.id for c in session.scalars(select(Contact))] == [known_id]
     assert len(outbox_files(tmp_path)) == 4
+    # confirmed, the known address's ONAY goes to its contact, which is not changed
+    link = confirm_link(tmp_path, "1000000001.eml")
+    web.post(link, data={"csrf": csrf_of(web.get(link))})
+    with db.session() as session:
+        known = session.get(Contact, known_id)
+        assert (known.first_name, known.last_name, known.email) == (None, None, "known@example.com")
+    assert [(e.recipient, e.contact_id) for e in events(db)] == [("known@example.com", known_id)]
+
+
+def test_known_and_unknown_addresses_take_the_same_path_until_confirmation(web, db, tmp_path, monkeypatch):
+    add_contact(db, "shop-7", email="known@example.com")
+    looked_up = []
+    real_owner = optin._owner
+    monkeypatch.setattr(optin, "_owner", lambda *args: looked_up.append(args[1:]) or real_owner(*args))
+    for address in ("known@example.com", "stranger@example.com"):
+        assert submit(web, "en", email=address).status_code == 200
+    assert looked_up == []  # the form never asks who owns an address
+    link = confirm_link(tmp_path, "1000000002.eml")
+    web.post(link, data={"csrf": csrf_of(web.get(link))})
+    assert looked_up == [("email", "stranger@example.com")]
 
 
 def test_at_most_three_confirmations_per_address_and_hour(web, db, tmp_path):
@@ -429,3 +531,82 @@ def test_at_most_three_confirmations_per_address_and_hour(web, db, tmp_path):
 def test_confirmation_messages_carry_no_promotion(lang):
     for text in (optin._EMAIL_SUBJECT[lang], optin._EMAIL_BODY[lang], optin._SMS_TEXT[lang]):
         assert promotion_in(text) is None, text
+
+
+# --- SMS only to Türkiye's mobile numbers ----------------------------------------------------------
+
+NOT_TURKISH = {"en": "SMS only goes to Turkish (+90) mobile phones; enter a Turkish mobile number, "
+                     "e.g. 0532 123 45 67.",
+               "tr": "SMS yalnızca Türkiye'deki (+90) cep telefonlarına gönderilir; Türkiye'den bir cep telefonu "
+                     "numarası yazın, örneğin 0532 123 45 67."}
+NOT_MOBILE = {"en": "SMS can only go to a mobile phone; enter a mobile number.",
+              "tr": "SMS yalnızca cep telefonuna gönderilebilir; bir cep telefonu numarası yazın."}
+
+
+@pytest.mark.parametrize("lang", ["en", "tr"])
+@pytest.mark.parametrize("phone, messages", [
+    ("+44 7911 123456", NOT_TURKISH),     # a British mobile: SMS pumping abroad
+    ("+49 151 23456789", NOT_TURKISH),    # a German mobile
+    ("+1 650 253 0000", NOT_TURKISH),     # phonenumbers: fixed line or mobile
+    ("+994 50 123 45 67", NOT_TURKISH),   # an Azerbaijani mobile
+    ("0850 222 00 00", NOT_MOBILE),       # Türkiye, but not a mobile (VoIP)
+    ("0888 123 45 67", NOT_MOBILE),       # Türkiye, premium rate
+    ("+90 212 555 00 00", NOT_MOBILE),    # Türkiye, fixed line
+])
+def test_sms_goes_only_to_turkish_mobile_numbers(web, db, tmp_path, lang, phone, messages):
+    response = submit(web, lang, channels=("sms",), phone=phone)
+    assert response.status_code == 400
+    assert f'<p class="error">{escape(messages[lang])}</p>' in response.text
+    assert count(db, OptinRequest) == 0 and count(db, Contact) == 0
+    assert outbox_files(tmp_path) == []
+
+
+@pytest.mark.parametrize("phone", ["0532 123 45 67", "+90 532 123 45 67", "0090 532 123 45 67", "5321234567"])
+def test_turkish_mobile_numbers_in_any_form_get_the_code(web, db, tmp_path, phone):
+    assert submit(web, "en", channels=("sms",), phone=phone).status_code == 200
+    assert outbox_files(tmp_path) == ["1000000001.sms.json"]
+    with db.session() as session:
+        assert session.scalars(select(OptinRequest)).one().address == PHONE_E164
+
+
+def test_turkish_mobile():
+    assert optin.turkish_mobile("+905321234567") is True
+    assert optin.turkish_mobile("+447911123456") is False
+    assert optin.turkish_mobile("+902125550000") is False
+    assert optin.turkish_mobile("+16502530000") is False
+    assert [optin.sms_refusal(n) for n in ("+905321234567", "+447911123456", "+902125550000", "+908502220000")] == [
+        None, "phone_not_turkish", "phone_not_mobile", "phone_not_mobile"]
+
+
+# --- control characters from the request -----------------------------------------------------------
+
+def test_clean_text():
+    assert optin.clean_text("a\x00b\x01c\x08d\x0be\x0cf\x1bg\x1fh") == "abcdefgh"
+    assert optin.clean_text("tab\there\nnew\r\nline\rend") == "tab\there\nnew\nline\nend"
+    assert optin.clean_text("lone \ud800 surrogate") == "lone \ufffd surrogate"
+    assert optin.clean_text("Ayşe Yılmaz \x7f") == "Ayşe Yılmaz \x7f"  # DEL is not C0
+
+
+def test_nul_and_control_characters_in_the_form_are_dropped(web, db, tmp_path):
+    response = submit(web, "en", channels=("email", "sms"), first_name="Ay\x00şe\x01", last_name="\x1bYıl\x00maz",
+                      email="ayse.yilmaz@example.com\x00", phone="0532\x00 123 45 67",
+                      user_agent="Form\x01Browser/1")
+    assert response.status_code == 200
+    with db.session() as session:
+        requests = session.scalars(select(OptinRequest).order_by(OptinRequest.id)).all()
+        assert [(r.channel, r.address, r.first_name, r.last_name, r.user_agent) for r in requests] == [
+            ("email", EMAIL, "Ayşe", "Yılmaz", "FormBrowser/1"), ("sms", PHONE_E164, "Ayşe", "Yılmaz", "FormBrowser/1")]
+    code = sms_code(tmp_path, "1000000002.sms.json")
+    done = web.post(code_path(response), data={"csrf": csrf_of(response), "code": code[:2] + "\x00" + code[2:]})
+    assert done.status_code == 200 and "your subscription is confirmed" in done.text
+    [event] = events(db)
+    proof = json.loads(event.proof)
+    assert (event.recipient, proof["first_name"], proof["last_name"]) == (PHONE_E164, "Ayşe", "Yılmaz")
+
+
+def test_a_name_of_control_characters_only_is_missing(web, db):
+    response = submit(web, "en", first_name="\x00\x01", last_name="\x00")
+    assert response.status_code == 400
+    assert '<p class="error">Enter your first name.</p>' in response.text
+    assert '<p class="error">Enter your surname.</p>' in response.text
+    assert count(db, OptinRequest) == 0

@@ -5,6 +5,7 @@ the shared secret in front of all of them."""
 from __future__ import annotations
 
 import json
+import logging
 from datetime import date, datetime, timezone
 from urllib.parse import quote_from_bytes
 
@@ -18,6 +19,7 @@ from izin.campaigns.spec import parse_campaign
 from izin.clock import parse_instant as T
 from izin.consent.ledger import LedgerWriter
 from izin.consent.models import ConsentEvent, ConsentState, Contact, InboundMessage, UndeliverableAddress
+from izin.consent.web import webhooks
 
 AT = T(NOW)
 SECRET = {"X-Izin-Webhook-Secret": "hook-secret"}
@@ -98,16 +100,17 @@ def test_an_opt_out_reply_records_a_ret_with_its_proof(web, ayse, provider, text
 
 
 @pytest.mark.parametrize("provider", ["generic", "netgsm"])
-def test_other_texts_are_stored_and_ignored(web, ayse, provider):
+def test_other_texts_are_stored_and_ignored_or_kept_for_review(web, ayse, provider):
     db = ayse
     before = [e.id for e in events(db)]
     for i, text in enumerate(["Merhaba", "durum nedir", "STOP etmeyin mesajı gelmesin", "Retro"]):
         assert post_sms(web, provider, text, message_id=f"x{i}").json() == {"ok": True}
     assert [e.id for e in events(db)] == before
     assert sms_state(db) == [("BIREYSEL", "ONAY")]
+    # a keyword in a sentence records nothing, but a person must read it (it was 'ignored' before)
     assert [(r[2], r[5], r[6]) for r in inbound_rows(db)] == [
         ("Merhaba", "ignored", None), ("durum nedir", "ignored", None),
-        ("STOP etmeyin mesajı gelmesin", "ignored", None), ("Retro", "ignored", None)]
+        ("STOP etmeyin mesajı gelmesin", "needs_review", None), ("Retro", "ignored", None)]
 
 
 @pytest.mark.parametrize("headers, url", [
@@ -477,3 +480,205 @@ def test_bounces_need_the_secret_and_a_readable_body(web, db):
     assert web.post("/webhooks/bounce", headers=SECRET, content=b"").status_code == 400
     assert web.post("/webhooks/bounce", headers=SECRET, json={"status": "5.1.1"}).status_code == 400
     assert marks(db) == []
+
+
+# --- opt-outs as people really write them ----------------------------------------------------------
+
+def post_bare(web, provider, text, *, sender=PHONE, message_id="r-1"):
+    """An inbound SMS with no keyword and no short number, as some providers post it."""
+    if provider == "generic":
+        return web.post("/webhooks/sms/inbound/generic", headers=SECRET,
+                        json={"from": sender, "text": text, "id": message_id})
+    return web.post("/webhooks/sms/inbound/netgsm", headers=SECRET,
+                    data={"gsmno": sender.removeprefix("+"), "message": text, "id": message_id})
+
+
+def test_brand_words_are_the_header_the_name_and_the_opt_out_number(settings):
+    assert webhooks.brand_words(settings) == ("ORNEKTIC", "Örnek Ticaret A.Ş.", "4609")
+    other = settings.model_copy(update={"sender": settings.sender.model_copy(
+        update={"sms_optout": "RET yazip 3838'e gonderin (ucretsiz)", "name": ""})})
+    assert webhooks.brand_words(other) == ("ORNEKTIC", "3838")
+    none = settings.model_copy(update={"sender": settings.sender.model_copy(update={"sms_optout": ""})})
+    assert webhooks.brand_words(none) == ("ORNEKTIC", "Örnek Ticaret A.Ş.")
+
+
+@pytest.mark.parametrize("provider", ["generic", "netgsm"])
+@pytest.mark.parametrize("text", ["RET 4609", "RET4609", "RETORNEKTIC", "4609 IPTAL", "IPTAL ET", "SMS IPTAL",
+                                  "RET lütfen", "iptal etmek istiyorum", "İPTAL ETMEK İSTİYORUM", "Mesaj iptal"])
+def test_real_opt_outs_without_a_short_number_record_a_ret(web, ayse, provider, text):
+    db = ayse
+    response = post_bare(web, provider, text)
+    assert response.status_code == 200 and response.json() == {"ok": True}
+    ret = events(db)[-1]
+    assert (ret.status, ret.channel, ret.source, ret.recipient, ret.contact_ref) == (
+        "RET", "sms", "HS_MESAJ", PHONE, "ayse")
+    assert json.loads(ret.proof) == {"route": "sms_reply", "provider": provider, "sender": PHONE,
+                                     "short_number": None, "keyword": None, "text": text, "message_id": "r-1"}
+    assert sms_state(db) == [("BIREYSEL", "RET")]
+    assert inbound_rows(db) == [(provider, PHONE, text, None, None, "opt_out", ret.id, f"{provider}:r-1", AT)]
+
+
+REVIEW = ["ret etmeyin", "STOP etmeyin mesajı gelmesin", "RET yazip 4609'a gonderin", "iptal etmek istemiyorum",
+          "lütfen iptal etmeyin", "Dur bir dakika"]
+
+
+@pytest.mark.parametrize("provider", ["generic", "netgsm"])
+def test_a_keyword_in_a_sentence_is_kept_for_review_and_records_nothing(web, ayse, provider, caplog):
+    db = ayse
+    before = [e.id for e in events(db)]
+    with caplog.at_level(logging.WARNING, logger="izin.web.webhooks"):
+        for i, text in enumerate(["Retro", *REVIEW, "durum nedir"]):
+            assert post_bare(web, provider, text, message_id=f"v{i}").json() == {"ok": True}
+    assert [e.id for e in events(db)] == before
+    assert sms_state(db) == [("BIREYSEL", "ONAY")]
+    rows = inbound_rows(db)
+    assert [(r[2], r[5], r[6]) for r in rows] == [
+        ("Retro", "ignored", None), *((text, "needs_review", None) for text in REVIEW),
+        ("durum nedir", "ignored", None)]
+    with db.session() as session:
+        listed = webhooks.needs_review(session)
+        assert [(m.text, m.action, m.provider_message_id) for m in listed] == [
+            (text, "needs_review", f"{provider}:v{i}") for i, text in enumerate(REVIEW, start=1)]
+        ids = [m.id for m in listed]
+    warnings = [r.getMessage() for r in caplog.records
+                if r.name == "izin.web.webhooks" and r.levelno == logging.WARNING]
+    assert warnings == [f"inbound {provider} SMS {i} names an opt-out keyword but is not clearly an opt-out: "
+                        "stored as needs_review, nothing recorded; a person must read it" for i in ids]
+
+
+def test_needs_review_lists_the_oldest_first(web, db):
+    web.app.state.now = lambda: T("2026-11-24T13:00:00+03:00")
+    assert post_sms(web, "generic", "ret etmeyin", message_id="late").status_code == 200
+    web.app.state.now = lambda: AT
+    assert post_sms(web, "generic", "RET", message_id="ret").status_code == 200
+    assert post_sms(web, "generic", "STOP etmeyin", message_id="early").status_code == 200
+    with db.session() as session:
+        assert [(m.provider_message_id, m.received_at) for m in webhooks.needs_review(session)] == [
+            ("generic:early", AT), ("generic:late", T("2026-11-24T13:00:00+03:00"))]
+
+
+def test_the_keyword_field_counts_before_the_text(web, ayse):
+    db = ayse
+    # the provider routed on RET and passed the rest: a sentence after the keyword is for a person
+    response = web.post("/webhooks/sms/inbound/netgsm", headers=SECRET,
+                        json={"sender": "05321234567", "message": "etmeyin", "keyword": "RET", "messageid": "K1"})
+    assert response.status_code == 200
+    response = web.post("/webhooks/sms/inbound/netgsm", headers=SECRET,
+                        json={"sender": "05321234567", "message": "lütfen", "keyword": "IPTAL", "messageid": "K2"})
+    assert response.status_code == 200
+    assert [(r[2], r[3], r[5]) for r in inbound_rows(db)] == [("etmeyin", "RET", "needs_review"),
+                                                             ("lütfen", "IPTAL", "opt_out")]
+
+
+# --- NUL and other control characters ------------------------------------------------------------
+
+def test_clean_text():
+    assert webhooks.clean_text("a\x00b\x01c\x08d\x0be\x0cf\x1bg\x1fh") == "abcdefgh"
+    assert webhooks.clean_text("tab\there\nnew\r\nline\rend") == "tab\there\nnew\nline\nend"
+    assert webhooks.clean_text("lone \ud800 surrogate \U0001F600") == "lone \ufffd surrogate \U0001F600"
+
+
+def test_control_characters_in_a_json_sms_are_dropped_and_the_ret_kept(web, ayse):
+    db = ayse
+    body = json.dumps({"from": "+90532\u00001234567", "text": "RET\u0000", "keyword": "ORNEK\u0001TIC",
+                       "to": "46\u000009", "id": "n\u00001"}).encode()
+    response = web.post("/webhooks/sms/inbound/generic", headers={**SECRET, "content-type": "application/json"},
+                        content=body)
+    assert response.status_code == 200 and response.json() == {"ok": True}
+    ret = events(db)[-1]
+    assert ret.status == "RET"
+    assert json.loads(ret.proof) == {"route": "sms_reply", "provider": "generic", "sender": PHONE,
+                                     "short_number": "4609", "keyword": "ORNEKTIC", "text": "RET", "message_id": "n1"}
+    assert inbound_rows(db) == [("generic", PHONE, "RET", "ORNEKTIC", "4609", "opt_out", ret.id, "generic:n1", AT)]
+
+
+def test_control_characters_in_netgsm_forms_and_queries_are_dropped(web, ayse):
+    db = ayse
+    form = web.post("/webhooks/sms/inbound/netgsm", headers={**SECRET,
+                    "content-type": "application/x-www-form-urlencoded"},
+                    content=b"gsmno=905321234567%00&message=%00IPTAL%1B%0D%0AET%0D%0A&id=z%001")
+    assert form.status_code == 200
+    query = web.post("/webhooks/sms/inbound/netgsm?secret=hook-secret&gsmno=05321234567%00&msg=RET%00ORNEKTIC"
+                     "&msgid=q%002")
+    assert query.status_code == 200
+    multipart = web.post("/webhooks/sms/inbound/netgsm", headers=SECRET,
+                         files={"gsmno": (None, "5321234567\x00"), "mesaj": (None, "Merhaba\x00\x07"),
+                                "mesajid": (None, "M\x003")})
+    assert multipart.status_code == 200
+    [ret] = [e for e in events(db) if e.status == "RET"]
+    assert [r[:3] + r[5:8] for r in inbound_rows(db)] == [
+        ("netgsm", PHONE, "IPTAL\nET", "opt_out", ret.id, "netgsm:z1"),
+        ("netgsm", PHONE, "RETORNEKTIC", "opt_out", None, "netgsm:q2"),  # already refused: nothing new
+        ("netgsm", PHONE, "Merhaba", "ignored", None, "netgsm:M3")]
+
+
+def test_a_lone_surrogate_in_json_is_replaced(web, ayse):
+    response = web.post("/webhooks/sms/inbound/generic", headers={**SECRET, "content-type": "application/json"},
+                        content=b'{"from": "+905321234567", "text": "RET \\ud800", "id": "s1"}')
+    assert response.status_code == 200
+    assert inbound_rows(ayse)[0][2] == "RET \ufffd" and inbound_rows(ayse)[0][5] == "opt_out"
+
+
+def test_control_characters_in_reports_and_bounces_are_dropped(web, db):
+    sms = sent(db, "ayse", "sms", PHONE, "p-sms", phone=PHONE)
+    netgsm = sent(db, "can", "sms", "+905320000004", "1700000002", phone="+905320000004")
+    response = web.post("/webhooks/delivery/generic", headers={**SECRET, "content-type": "application/json"},
+                        content=json.dumps({"id": "p-sms\u0000", "status": "undelivered\u0000",
+                                            "reason": "no\u0000 route"}).encode())
+    assert response.json() == {"ok": True, "updated": 1, "ignored": 0}
+    assert delivery_row(db, sms) == ("sent", "undelivered", None, "delivery report: no route")
+    response = web.post("/webhooks/delivery/netgsm", headers={**SECRET,
+                        "content-type": "application/x-www-form-urlencoded"},
+                        content=b"jobid=1700000002%00&status=3%00&errorCode=1%0001")
+    assert response.json() == {"ok": True, "updated": 1, "ignored": 0}
+    assert delivery_row(db, netgsm)[3] == \
+        "delivery report: netgsm status 3: invalid or barred number (error code 101)"
+    response = web.post("/webhooks/bounce", headers={**SECRET, "content-type": "application/json"},
+                        content=json.dumps({"recipient": "mehmet@example.com\u0000", "status": "5.1.1\u0000",
+                                            "diagnostic": "smtp; 550\u0000 no such user"}).encode())
+    assert response.json() == {"ok": True, "marked": 1, "ignored": 0}
+    dsn = DSN.replace(b"User unknown", b"User\x00 unknown").replace(b"Action: failed", b"Action: fail\x01ed")
+    response = web.post("/webhooks/bounce", headers={**SECRET, "content-type": "message/rfc822"}, content=dsn)
+    assert response.json() == {"ok": True, "marked": 1, "ignored": 1}
+    assert marks(db) == [("ayse.yilmaz@example.com", "email", AYSE_REASON),
+                         ("mehmet@example.com", "email", "DSN 5.1.1: smtp; 550 no such user")]
+
+
+# --- Netgsm status codes that are not codes --------------------------------------------------------
+
+@pytest.mark.parametrize("code", ["--1", "²", "9" * 5000, "١", "1.0", "+1", "0x1", "1e2", "-1", "99", "1000",
+                                  "1 1", ""])
+def test_a_netgsm_status_that_is_not_a_known_code_is_ignored(web, db, code):
+    first = sent(db, "ayse", "sms", PHONE, "1700000001", phone=PHONE)
+    response = web.post("/webhooks/delivery/netgsm", headers=SECRET, data={"jobid": "1700000001", "status": code})
+    assert response.status_code == 200
+    assert response.json() == {"ok": True, "updated": 0, "ignored": 1}
+    response = web.post("/webhooks/delivery/netgsm", headers=SECRET, json={"jobs": [{"jobid": "1700000001",
+                                                                                    "status": code}]})
+    assert response.json() == {"ok": True, "updated": 0, "ignored": 1}
+    assert delivery_row(db, first) == ("sent", None, None, None)
+
+
+def test_a_netgsm_status_with_leading_zeros_or_as_a_number_is_read(web, db):
+    first = sent(db, "ayse", "sms", PHONE, "1700000001", phone=PHONE)
+    second = sent(db, "can", "sms", "+905320000004", "1700000002", phone="+905320000004")
+    response = web.post("/webhooks/delivery/netgsm", headers=SECRET, json={"jobs": [
+        {"jobid": "1700000001", "status": "012"}, {"jobid": "1700000002", "status": 13}]})
+    assert response.json() == {"ok": True, "updated": 2, "ignored": 0}
+    assert delivery_row(db, first) == ("sent", "undelivered", None,
+                                       "delivery report: netgsm status 12: delivery error")
+    assert delivery_row(db, second) == ("sent", "failed", None,
+                                        "delivery report: netgsm status 13: duplicate message")
+
+
+def test_replies_needing_review_are_listed_by_the_cli(web, db, tmp_path, monkeypatch):
+    from conftest import Cli
+
+    response = web.post("/webhooks/sms/inbound/generic", json={"from": "+905321112233", "text": "ret etmeyin",
+                                                                 "id": "r1"},
+                        headers={"X-Izin-Webhook-Secret": "hook-secret"})
+    assert response.status_code == 200
+    cli = Cli(db.url, tmp_path, monkeypatch)
+    listed = cli("consent", "replies").stdout
+    assert listed.endswith("+905321112233 (generic): ret etmeyin\n")
+    assert json.loads(cli("consent", "replies", "--json").stdout)[0]["text"] == "ret etmeyin"

@@ -3,18 +3,26 @@
 1. ``GET /optin`` (``?lang=tr|en``) shows the form: first name, surname, email and/or mobile
    phone, one **unticked** box per channel, the consent text (``templates/web/consent.LANG.txt``)
    with its version (``[web] consent_text_version``), the KVKK notice link and a CSRF token. The
-   form, and every page of its flow, may be framed by any site (``frame-ancestors *``).
-2. ``POST /optin`` validates, then for each ticked channel stores an `OptinRequest` holding only
-   hashes, and sends a confirmation message that is **not commercial** (no promotion, no names
-   from the form, so the form cannot be used to send anyone text of an attacker's choosing):
-   an email with ``{base_url}/optin/confirm/{token}``, or an SMS with a 6-digit code, entered on
-   ``/optin/code/{ref}``. The answer is the same whether the address is known or not.
+   form, and every page of its flow, may be framed by any site (``frame-ancestors *``). SMS goes
+   only to Türkiye's mobile numbers (+90, phonenumbers type MOBILE), so the form cannot be used
+   to pump SMS to foreign or premium-rate numbers.
+2. ``POST /optin`` validates, then for each ticked channel stores an `OptinRequest` holding
+   hashes of its secrets and the names as typed (no contact yet), and sends a confirmation
+   message that is **not commercial** (no promotion, no names from the form, so the form cannot
+   be used to send anyone text of an attacker's choosing): an email with
+   ``{base_url}/optin/confirm/{token}``, or an SMS with a 6-digit code, entered on
+   ``/optin/code/{ref}``. The answer is the same whether the address is known or not, and so is
+   the work done: nothing looks the address up before it is confirmed.
 3. ``GET /optin/confirm/{token}`` only shows a button (mail scanners prefetch links);
    ``POST`` records the ONAY. ``POST /optin/code/{ref}`` with the right code does the same for SMS.
 
 Nothing is recorded before the person confirms: silence is refusal. The ONAY (source ``HS_WEB``,
-consent date = the confirmation instant) carries as proof the text version and the SHA-256 of
-the exact text shown, the IP and user agent of the form and of the confirmation, and both times.
+consent date = the confirmation instant) carries as proof the first name and surname as typed on
+the form (law 6563: a consent names the person), the text version and the SHA-256 of the exact
+text shown, the IP and user agent of the form and of the confirmation, and both times.
+
+Every text taken from a request (form fields, user agent) loses NUL and the other C0 control
+characters except tab and newline, and lone surrogates become U+FFFD: PostgreSQL stores neither.
 
 Stored secrets, never the values themselves:
 - email: ``token_hash = sha256(token)``, the token being 32 random bytes, URL-safe;
@@ -32,10 +40,14 @@ Abuse limits: every POST is rate limited per IP; at most `MAX_REQUESTS_PER_ADDRE
 confirmations go to one address and channel per hour, whoever asks (this stops mail bombing and
 SMS pumping through the form); past it the page looks the same and no message is sent.
 
-Contacts: the contact owning the address (``Contact.email`` / ``Contact.phone``, lowest id) is
-used and never modified; addresses nobody owns go to one new contact per form, with
-``external_id = "web-" + sha256(address)[:16]`` of the first such address (email before phone),
-the names and the form's language.
+Contacts are found or made only when an address is confirmed, and hold that address alone: an
+address someone typed but did not confirm is never attached to anyone (else a stranger's email
+typed next to one's own phone would join the two, and the stranger's ONAY would land on the other
+person's contact). On confirmation, the contact owning the address (``Contact.email`` /
+``Contact.phone``, lowest id) is used and never modified; an address nobody owns gets a new contact
+of its own, ``external_id = "web-" + sha256(address)[:16]``, with the names as typed and the form's
+language (one already made under that id, its address changed since, is reused, not modified).
+A form with both channels thus makes two contacts when both are confirmed.
 """
 
 from __future__ import annotations
@@ -51,6 +63,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
+import phonenumbers
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -71,7 +84,7 @@ from izin.consent.ledger import LedgerWriter
 from izin.consent.models import Contact, OptinRequest
 from izin.consent.web.i18n import LANGUAGES, language
 from izin.consent.web.pages import WEB_TEMPLATES, not_found, page
-from izin.consent.web.security import client_ip, csrf_ok, csrf_pair, set_csrf_cookie
+from izin.consent.web.security import clean_text, client_ip, csrf_ok, csrf_pair, set_csrf_cookie
 from izin.errors import ConsentRefused
 
 log = logging.getLogger(__name__)
@@ -89,6 +102,9 @@ ROUTE = "double-opt-in"
 FRAMEABLE = "frame-ancestors *"
 NOT_FRAMEABLE = "frame-ancestors 'none'"
 _CODE = re.compile(r"^[0-9]{6}$")  # ASCII digits only: \d takes any script's digits
+#: C0 controls but tab and newline; lone surrogates, which no database stores
+#: the only country SMS confirmations go to
+SMS_COUNTRY_CODE = 90
 _NAME_MAX = 100
 
 #: what the form and the code page say when something is wrong
@@ -103,6 +119,8 @@ MESSAGES: dict[str, dict[str, str]] = {
         "phone_missing": "SMS almak için cep telefonu numaranızı yazın.",
         "phone_invalid": "Bu telefon numarası geçerli değil; örneğin 0532 123 45 67 yazın.",
         "phone_not_mobile": "SMS yalnızca cep telefonuna gönderilebilir; bir cep telefonu numarası yazın.",
+        "phone_not_turkish": "SMS yalnızca Türkiye'deki (+90) cep telefonlarına gönderilir; "
+                             "Türkiye'den bir cep telefonu numarası yazın, örneğin 0532 123 45 67.",
         "text_changed": "Onay metni güncellendi; lütfen güncel metni okuyup formu yeniden gönderin.",
         "code_format": "SMS ile gelen 6 haneli kodu yazın.",
         "code_wrong": "Kod yanlış. {left} deneme hakkınız kaldı.",
@@ -118,6 +136,8 @@ MESSAGES: dict[str, dict[str, str]] = {
         "phone_missing": "Enter your mobile phone number to get SMS.",
         "phone_invalid": "This phone number is not valid; write e.g. 0532 123 45 67.",
         "phone_not_mobile": "SMS can only go to a mobile phone; enter a mobile number.",
+        "phone_not_turkish": "SMS only goes to Turkish (+90) mobile phones; enter a Turkish mobile number, "
+                             "e.g. 0532 123 45 67.",
         "text_changed": "The consent text has been updated; please read the current text and send the form again.",
         "code_format": "Enter the 6-digit code we sent by SMS.",
         "code_wrong": "Wrong code. {left} attempts left.",
@@ -212,7 +232,31 @@ class Pending:
 
 def _text(form: FormData, name: str, limit: int = 1000) -> str:
     value = form.get(name)
-    return value.strip()[:limit] if isinstance(value, str) else ""
+    return clean_text(value).strip()[:limit] if isinstance(value, str) else ""
+
+
+def _user_agent(request: Request) -> str:
+    return clean_text(request.headers.get("user-agent", ""))
+
+
+def _ip(request: Request) -> str:
+    return clean_text(client_ip(request))
+
+
+def sms_refusal(e164: str) -> str | None:
+    """Why a valid number gets no SMS code (a key of MESSAGES), or None for a Turkish mobile number:
+    +90, and typed MOBILE by phonenumbers (not fixed line, not 'fixed line or mobile')."""
+    number = phonenumbers.parse(e164)
+    if number.country_code != SMS_COUNTRY_CODE:
+        return "phone_not_turkish"
+    if phonenumbers.number_type(number) != phonenumbers.PhoneNumberType.MOBILE:
+        return "phone_not_mobile"
+    return None
+
+
+def turkish_mobile(e164: str) -> bool:
+    """A +90 number that phonenumbers types MOBILE."""
+    return sms_refusal(e164) is None
 
 
 def _secure(settings: Settings) -> bool:
@@ -288,10 +332,11 @@ def validate(form: FormData, lang: str) -> tuple[FormValues, dict[str, str], dic
             except AddressError:
                 errors["phone"] = messages["phone_invalid"]
             else:
-                if phone.mobile:
+                refusal = sms_refusal(phone.e164)
+                if refusal is None:
                     wanted["sms"], mobile = phone.e164, True
                 else:
-                    errors["phone"] = messages["phone_not_mobile"]
+                    errors["phone"] = messages[refusal]
     return values, errors, wanted, mobile
 
 
@@ -300,47 +345,34 @@ def _owner(session: Session, channel: str, address: str) -> Contact | None:
     return session.scalars(select(Contact).where(column == address).order_by(Contact.id).limit(1)).first()
 
 
-def _new_contact(session: Session, unowned: list[tuple[str, str]], first_name: str | None,
-                 last_name: str | None, lang: str, mobile: bool, now: datetime) -> Contact:
-    """One contact for the addresses of a form that nobody owns (the names are the person's own)."""
-    external_id = web_external_id(unowned[0][1])
+def _contact_for(session: Session, optin: OptinRequest, now: datetime) -> Contact:
+    """The contact of a just-confirmed address: its owner, else one made for this address alone.
+
+    An existing contact is never modified; a new one carries the names as typed on the form.
+    """
+    owner = _owner(session, optin.channel, optin.address)
+    if owner is not None:
+        return owner
+    external_id = web_external_id(optin.address)
     existing = session.scalars(select(Contact).where(Contact.external_id == external_id)).first()
-    if existing is not None:  # made by an earlier form, its address changed since: reuse, not modify
+    if existing is not None:  # made by an earlier confirmation, its address changed since: reuse, not modify
         return existing
-    fields: dict[str, Any] = {"first_name": first_name, "last_name": last_name, "locale": lang}
-    for channel, address in unowned:
-        if channel == "email":
-            fields["email"] = address
-        else:
-            fields["phone"], fields["phone_mobile"] = address, mobile
+    fields: dict[str, Any] = {"first_name": optin.first_name, "last_name": optin.last_name, "locale": optin.locale}
+    if optin.channel == "email":
+        fields["email"] = optin.address
+    else:  # the form takes only mobile numbers for SMS
+        fields["phone"], fields["phone_mobile"] = optin.address, True
     upsert(session, ContactFields(external_id=external_id, fields=fields), None, now)
     session.flush()
     return session.scalars(select(Contact).where(Contact.external_id == external_id)).one()
 
 
-def _create_requests(db: Any, wanted: dict[str, str], values: FormValues, mobile: bool, lang: str,
-                     text_version: str, text_hash: str, ip: str, user_agent: str, now: datetime) -> list[Pending]:
-    for attempt in (1, 2):
-        try:
-            return _create_requests_once(db, wanted, values, mobile, lang, text_version, text_hash, ip,
-                                         user_agent, now)
-        except IntegrityError:
-            # two forms for the same unknown address at once (PostgreSQL): the other one made the
-            # contact; the second try finds it
-            if attempt == 2:
-                raise
-    raise AssertionError("unreachable")
-
-
-def _create_requests_once(db: Any, wanted: dict[str, str], values: FormValues, mobile: bool, lang: str,
-                          text_version: str, text_hash: str, ip: str, user_agent: str,
-                          now: datetime) -> list[Pending]:
+def _create_requests(db: Any, wanted: dict[str, str], values: FormValues, lang: str, text_version: str,
+                     text_hash: str, ip: str, user_agent: str, now: datetime) -> list[Pending]:
+    """One OptinRequest per address; no contact is looked up or made before the confirmation, so a
+    known address and an unknown one take the same path."""
     pending: list[Pending] = []
     with db.session() as session:
-        owners = {channel: _owner(session, channel, address) for channel, address in wanted.items()}
-        unowned = [(c, a) for c, a in wanted.items() if owners[c] is None]
-        created = (_new_contact(session, unowned, values.first_name or None, values.last_name or None, lang,
-                                mobile, now) if unowned else None)
         for channel, address in wanted.items():
             recent = session.scalar(select(func.count()).select_from(OptinRequest).where(
                 OptinRequest.address == address, OptinRequest.channel == channel,
@@ -351,10 +383,8 @@ def _create_requests_once(db: Any, wanted: dict[str, str], values: FormValues, m
                             recent)
                 pending.append(Pending(channel, address, None, secret))
                 continue
-            contact = owners[channel] or created
             optin = OptinRequest(
-                token_hash=sha256_hex(secret), channel=channel, address=address,
-                contact_id=contact.id if contact else None,
+                token_hash=sha256_hex(secret), channel=channel, address=address, contact_id=None,
                 first_name=values.first_name or None, last_name=values.last_name or None, locale=lang,
                 text_version=text_version, text_hash=text_hash, ip=ip[:64], user_agent=user_agent[:512],
                 code_hash=None, attempts=0, created_at=now,
@@ -426,7 +456,7 @@ async def submit(request: Request) -> Response:
     lang = _form_lang(request, data)
     _check_csrf(request, data)
     settings: Settings = request.app.state.settings
-    values, errors, wanted, mobile = validate(data, lang)
+    values, errors, wanted, _ = validate(data, lang)
     text = consent_text(settings, lang)
     text_hash = sha256_hex(text)
     if not errors and not hmac.compare_digest(_text(data, "text_hash").encode(), text_hash.encode()):
@@ -435,9 +465,8 @@ async def submit(request: Request) -> Response:
         return _form_page(request, lang, values, errors, status=400)
     now = request.app.state.now()
     pending = await run_in_threadpool(
-        _create_requests, request.app.state.db, wanted, values, mobile, lang,
-        settings.web.consent_text_version, text_hash, client_ip(request),
-        request.headers.get("user-agent", ""), now)
+        _create_requests, request.app.state.db, wanted, values, lang, settings.web.consent_text_version,
+        text_hash, _ip(request), _user_agent(request), now)
     sent = await run_in_threadpool(_send, request, pending, lang, now)
     if not sent:
         return _render(request, "error.html.j2", lang, status=503, status_code=503)
@@ -472,15 +501,16 @@ def _peek(db: Any, secret: str, channel: str, now: datetime) -> tuple[str, str |
 
 
 def _record(session: Session, optin: OptinRequest, now: datetime, ip: str, user_agent: str) -> None:
-    """The ONAY for a confirmed request (an address already ONAY: nothing new), in this transaction."""
-    contact = session.get(Contact, optin.contact_id) if optin.contact_id is not None else None
-    if contact is None:  # the contact went away (retention) since the form: find or make it again
-        contact = _owner(session, optin.channel, optin.address) or _new_contact(
-            session, [(optin.channel, optin.address)], optin.first_name, optin.last_name, optin.locale,
-            True, now)
-        optin.contact_id = contact.id
+    """The ONAY for a confirmed request (an address already ONAY: nothing new), in this transaction.
+
+    The contact is found or made now, by the confirmed address alone (see the module's docstring).
+    """
+    contact = _contact_for(session, optin, now)
+    optin.contact_id = contact.id
     proof = json.dumps({
         "route": ROUTE,
+        "first_name": optin.first_name,
+        "last_name": optin.last_name,
         "text_version": optin.text_version,
         "text_hash": optin.text_hash,
         "form_ip": optin.ip,
@@ -503,7 +533,20 @@ def _record(session: Session, optin: OptinRequest, now: datetime, ip: str, user_
     optin.confirmed_at = now
 
 
+def _retrying(work: Any, *args: Any) -> Any:
+    """Run a confirmation again when a concurrent one for the same unknown address made its contact
+    first (PostgreSQL: unique external_id); the second run finds that contact."""
+    try:
+        return work(*args)
+    except IntegrityError:
+        return work(*args)
+
+
 def _confirm(db: Any, token: str, now: datetime, ip: str, user_agent: str) -> tuple[str, str | None]:
+    return _retrying(_confirm_once, db, token, now, ip, user_agent)
+
+
+def _confirm_once(db: Any, token: str, now: datetime, ip: str, user_agent: str) -> tuple[str, str | None]:
     with db.session() as session:
         optin = _load(session, token, "email", lock=True)
         if optin is None:
@@ -519,6 +562,11 @@ def _confirm(db: Any, token: str, now: datetime, ip: str, user_agent: str) -> tu
 def _check_code(db: Any, ref: str, code: str, now: datetime, ip: str,
                 user_agent: str) -> tuple[str, str | None, int]:
     """(outcome, locale, attempts left): outcome 'done', 'gone', 'format' or 'wrong'."""
+    return _retrying(_check_code_once, db, ref, code, now, ip, user_agent)
+
+
+def _check_code_once(db: Any, ref: str, code: str, now: datetime, ip: str,
+                     user_agent: str) -> tuple[str, str | None, int]:
     with db.session() as session:
         optin = _load(session, ref, "sms", lock=True)
         if optin is None:
@@ -562,7 +610,7 @@ async def confirm(request: Request) -> Response:
     _check_csrf(request, data)
     try:
         state, locale = await run_in_threadpool(_confirm, request.app.state.db, token, request.app.state.now(),
-                                                client_ip(request), request.headers.get("user-agent", ""))
+                                                _ip(request), _user_agent(request))
     except ConsentRefused as exc:
         return _refused(request, language(request), exc)
     lang = language(request, locale)
@@ -592,8 +640,8 @@ async def check_code(request: Request) -> Response:
     code = re.sub(r"\s", "", _text(data, "code", 64))
     try:
         state, locale, left = await run_in_threadpool(
-            _check_code, request.app.state.db, ref, code, request.app.state.now(), client_ip(request),
-            request.headers.get("user-agent", ""))
+            _check_code, request.app.state.db, ref, code, request.app.state.now(), _ip(request),
+            _user_agent(request))
     except ConsentRefused as exc:
         return _refused(request, language(request), exc)
     lang = language(request, locale)

@@ -95,6 +95,17 @@ def webhook_ok(request: Request, expected: str) -> bool:
     return hmac.compare_digest(given.encode(), expected.encode())
 
 
+_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f]")
+_SURROGATES = re.compile(r"[\ud800-\udfff]")
+
+
+def clean_text(text: str) -> str:
+    """A text from a request without NUL and the other C0 controls (tab and newline stay; CR and
+    CRLF become newlines) and with lone surrogates as U+FFFD: what the database can store."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return _SURROGATES.sub("\ufffd", _CONTROLS.sub("", text))
+
+
 _SECRET_PATH = re.compile(r"/(u|p|optin/confirm|optin/code)/[^/?#\s]+")
 _SECRET_QUERY = re.compile(r"([?&]secret=)[^&#\s]*")
 

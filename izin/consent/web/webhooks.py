@@ -37,13 +37,22 @@ read at all; 404 for an unknown provider; 413 for a body over MAX_BODY.
 
 Every message is stored as an InboundMessage (provider id kept as ``"<provider>:<id>"``; a second
 post of the same id is answered 200 and changes nothing). When the text is an opt-out
-(`izin.consent.optout_keywords.parse`; brand words: `[sender] sms_header` and `name`, the
-provider's keyword and the short number; the keyword is also tried before the text, for providers
-that take it out) a RET is recorded for the sender's number on channel sms with source HS_MESAJ
-(proof: provider, sender, short number, keyword, text, message id) through `withdraw_address`,
-which cancels queued SMS deliveries to that number in the same transaction; action ``opt_out``.
-Anything else, and an opt-out from a sender that is not a phone number, is stored with action
-``ignored``.
+(`izin.consent.optout_keywords.classify`; brand words: `[sender] sms_header` and `name`, the
+numbers in `[sender] sms_optout` (4609 in "RET yazip 4609'a gonderin", so "RET 4609" is an
+opt-out when the provider sends no short number), the provider's keyword and the short number;
+the keyword is also tried before the text, for providers that take it out) a RET is recorded for
+the sender's number on channel sms with source HS_MESAJ (proof: provider, sender, short number,
+keyword, text, message id) through `withdraw_address`, which cancels queued SMS deliveries to that
+number in the same transaction; action ``opt_out``. A reply that names a keyword but says more
+("ret etmeyin", "STOP etmeyin mesajı gelmesin", "iptal etmek istemiyorum") records nothing and is
+stored with action ``needs_review``, logged as a warning with its id: a person reads these and
+records the RET by hand when it is one; `needs_review(session)` lists them, oldest first. Anything
+else, and an opt-out from a sender that is not a phone number, is stored with action ``ignored``.
+
+Every text taken from a request (JSON strings and keys, form and query fields, DSN fields) loses
+NUL and the other C0 control characters except tab and newline (CR and CRLF become a newline),
+and lone UTF-16 surrogates become U+FFFD: PostgreSQL stores neither, and a RET must not be lost
+to a stray byte.
 
 ``POST /webhooks/delivery/{provider}`` -- delivery reports, for one message or many.
 
@@ -55,7 +64,8 @@ Anything else, and an opt-out from a sender that is not a phone number, is store
   relay that polls /sms/rest/v2/report can forward it unchanged. Status codes (Netgsm's SmsStatus):
   0 pending; 1 delivered; 2 expired, 3 invalid or barred number, 11 rejected, 12 delivery error,
   15 blacklisted: undelivered; 4 not sent to the operator, 13 duplicate, 14 no credit: failed;
-  16 iys_rejected; 17 iys_error. Only SMS deliveries are matched.
+  16 iys_rejected; 17 iys_error. A status that is not one to three ASCII digits, perhaps after a
+  minus sign, is unknown. Only SMS deliveries are matched.
 
 The Delivery whose provider_id matches gets provider_status, delivered_at (the report's time, else
 now) on delivered, and the provider's reason in detail; its status stays what the worker recorded.
@@ -90,6 +100,7 @@ from urllib.parse import parse_qsl
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -100,12 +111,13 @@ from izin.consent import bounces
 from izin.consent.addresses import AddressError, normalise_email, normalise_phone
 from izin.consent.ledger import LedgerWriter, cancel_queued, withdraw_address
 from izin.consent.models import Contact, InboundMessage
-from izin.consent.optout_keywords import parse as is_optout
-from izin.consent.web.security import RATE_WINDOW_S, client_ip, webhook_ok
+from izin.consent.optout_keywords import NEEDS_REVIEW, NOT_OPT_OUT, OPT_OUT, classify
+from izin.consent.web.security import RATE_WINDOW_S, clean_text, client_ip, webhook_ok
 from izin.errors import ConfigError
 
 __all__ = ["MAX_BODY", "NETGSM_STATUS", "Bounce", "Inbound", "Report", "apply_bounces", "apply_reports", "brand_words",
-           "dsn_recipients", "opt_out_in", "phone_of", "routes", "store_inbound"]
+           "clean_text", "dsn_recipients", "needs_review", "opt_out_in", "phone_of", "routes", "store_inbound",
+           "verdict_of"]
 
 log = logging.getLogger("izin.web.webhooks")
 
@@ -142,11 +154,24 @@ _NETGSM_FIELDS = {
     "short_number": ("shortnumber", "receiver", "kisanumara", "to", "numara"),
     "message_id": ("id", "msgid", "messageid", "referansid", "mesajid"),
 }
+_NETGSM_CODE = re.compile(r"-?[0-9]{1,3}")
+#: C0 controls but tab and newline; lone surrogates (JSON's "\\ud800"), which no database stores
 _ENHANCED = re.compile(r"\b([245])\.\d{1,3}\.\d{1,3}\b")
 _BASIC = re.compile(r"^\s*([245])\d\d\b")
 
 
 # --- shared plumbing ---------------------------------------------------------------------------
+
+def _clean_data(data: Any) -> Any:
+    """Every string of decoded JSON, keys too, through `clean_text`."""
+    if isinstance(data, str):
+        return clean_text(data)
+    if isinstance(data, list):
+        return [_clean_data(item) for item in data]
+    if isinstance(data, dict):
+        return {clean_text(str(key)): _clean_data(value) for key, value in data.items()}
+    return data
+
 
 class _Failures:
     """Failed webhook secrets per client IP in a sliding window; in memory, per process."""
@@ -241,8 +266,8 @@ def _media_type(request: Request) -> tuple[str, str | None]:
 
 def _json(body: bytes) -> Any:
     try:
-        return json.loads(body.decode("utf-8-sig"))
-    except (UnicodeDecodeError, ValueError):
+        return _clean_data(json.loads(body.decode("utf-8-sig")))
+    except (UnicodeDecodeError, ValueError, RecursionError):
         raise _Refused(400, "the body is not valid UTF-8 JSON") from None
 
 
@@ -262,7 +287,7 @@ def _form(body: bytes, charset: str | None) -> dict[str, str]:
 def _first_values(pairs: Iterable[tuple[str, Any]]) -> dict[str, Any]:
     fields: dict[str, Any] = {}
     for name, value in pairs:
-        fields.setdefault(name.lower(), value)
+        fields.setdefault(clean_text(name).lower(), clean_text(value) if isinstance(value, str) else value)
     return fields
 
 
@@ -352,25 +377,42 @@ def _inbound_netgsm(fields: Mapping[str, Any]) -> Inbound:
                    message_id=values["message_id"])
 
 
+def verdict_of(message: Inbound, brand_words: tuple[str, ...] = ()) -> str:
+    """OPT_OUT, NEEDS_REVIEW or NOT_OPT_OUT; our brand words, its keyword and short number may stand by it."""
+    brands = tuple(w for w in (*brand_words, message.keyword, message.short_number) if w)
+    verdict = classify(message.text, brands)
+    if verdict != OPT_OUT and message.keyword:
+        # some providers take the keyword out of the text ("RET" routed by keyword, text "ORNEKTIC")
+        with_keyword = classify(f"{message.keyword} {message.text}", brands)
+        if with_keyword == OPT_OUT or verdict == NOT_OPT_OUT:
+            verdict = with_keyword
+    return verdict
+
+
 def opt_out_in(message: Inbound, brand_words: tuple[str, ...] = ()) -> bool:
     """Whether the message is an opt-out; our brand words, its keyword and short number may stand by it."""
-    brands = tuple(w for w in (*brand_words, message.keyword, message.short_number) if w)
-    if is_optout(message.text, brands):
-        return True
-    # some providers take the keyword out of the text ("RET" routed by keyword, text "ORNEKTIC")
-    return bool(message.keyword) and is_optout(f"{message.keyword} {message.text}", brands)
+    return verdict_of(message, brand_words) == OPT_OUT
 
 
 def brand_words(settings: Any) -> tuple[str, ...]:
-    """Words a reply may carry next to the keyword: the SMS originator and the sender's name."""
-    return tuple(w for w in (settings.sender.sms_header, settings.sender.name) if w)
+    """Words a reply may carry next to the keyword: the SMS originator, the sender's name and the
+    numbers of the opt-out instruction (4609 in "RET yazip 4609'a gonderin")."""
+    numbers = re.findall(r"[0-9]{3,}", settings.sender.sms_optout or "")
+    return tuple(w for w in (settings.sender.sms_header, settings.sender.name, *numbers) if w)
+
+
+def needs_review(session: Session) -> list[InboundMessage]:
+    """The stored replies that name an opt-out keyword but are not clearly an opt-out, oldest first."""
+    return list(session.scalars(select(InboundMessage).where(InboundMessage.action == NEEDS_REVIEW)
+                                .order_by(InboundMessage.received_at, InboundMessage.id)))
 
 
 def store_inbound(db: Any, message: Inbound, brands: tuple[str, ...], now: datetime) -> str:
     """Store one inbound SMS and act on it in one transaction; return its action or 'duplicate'."""
     key = f"{message.provider}:{message.message_id}"[:_ID_MAX] if message.message_id else None
     phone = phone_of(message.sender)
-    opt_out = opt_out_in(message, brands)
+    verdict = verdict_of(message, brands)
+    opt_out = verdict == OPT_OUT
     try:
         with db.session() as session:
             if key is not None and session.scalar(
@@ -381,7 +423,9 @@ def store_inbound(db: Any, message: Inbound, brands: tuple[str, ...], now: datet
                                  keyword=message.keyword[:_KEYWORD_MAX] if message.keyword else None,
                                  short_number=message.short_number[:_SHORT_MAX] if message.short_number else None,
                                  received_at=now, action="ignored", provider_message_id=key)
-            if opt_out and phone is not None:
+            if verdict == NEEDS_REVIEW:
+                row.action = NEEDS_REVIEW
+            elif opt_out and phone is not None:
                 contact = session.scalar(select(Contact).where(Contact.phone == phone).order_by(Contact.id).limit(1))
                 proof = json.dumps({"route": "sms_reply", "provider": message.provider, "sender": phone,
                                     "short_number": message.short_number, "keyword": message.keyword,
@@ -395,7 +439,8 @@ def store_inbound(db: Any, message: Inbound, brands: tuple[str, ...], now: datet
             elif opt_out:
                 log.warning("opt-out from %r ignored: not a phone number", message.sender)
             session.add(row)
-            return row.action
+            session.flush()
+            row_id, action = row.id, row.action
     except IntegrityError:
         # the same message posted twice at once: the other request stored it (and acted on it)
         if key is None:
@@ -404,6 +449,10 @@ def store_inbound(db: Any, message: Inbound, brands: tuple[str, ...], now: datet
             if session.scalar(select(InboundMessage.id).where(InboundMessage.provider_message_id == key)) is None:
                 raise
         return "duplicate"
+    if action == NEEDS_REVIEW:
+        log.warning("inbound %s SMS %d names an opt-out keyword but is not clearly an opt-out: stored as %s, "
+                    "nothing recorded; a person must read it", message.provider, row_id, NEEDS_REVIEW)
+    return action
 
 
 async def _inbound_sms(request: Request) -> Response:
@@ -492,7 +541,7 @@ def _reports_netgsm(fields: Mapping[str, Any]) -> tuple[list[Report], int]:
         item = {str(k).lower(): v for k, v in item.items()}
         provider_id = _pick(item, ("jobid", "bulkid", "id", "msgid"))
         code = _pick(item, ("status", "durum"))
-        known = NETGSM_STATUS.get(int(code)) if code is not None and code.lstrip("-").isdigit() else None
+        known = NETGSM_STATUS.get(int(code)) if code is not None and _NETGSM_CODE.fullmatch(code) else None
         if not provider_id or known is None:
             unreadable += 1
             continue
@@ -618,16 +667,16 @@ def dsn_recipients(body: bytes, media: str = "") -> list[Bounce]:
     """The per-recipient entries of an RFC 3464 DSN (whole report or bare delivery-status body)."""
     bounces_found: list[Bounce] = []
     for block in _status_blocks(body, media):
-        recipient = block.get("Final-Recipient") or block.get("Original-Recipient")
-        status = (block.get("Status") or "").strip()
-        if not recipient or not status:
+        recipient = clean_text(str(block.get("Final-Recipient") or block.get("Original-Recipient") or ""))
+        status = clean_text(str(block.get("Status") or "")).strip()
+        if not recipient.strip() or not status:
             continue
         match = re.match(r"\d\.\d{1,3}\.\d{1,3}", status)
-        diagnostic = block.get("Diagnostic-Code")
-        bounces_found.append(Bounce(recipient=_address_part(str(recipient)),
+        diagnostic = clean_text(str(block.get("Diagnostic-Code") or ""))
+        bounces_found.append(Bounce(recipient=_address_part(recipient),
                                     status=match.group(0) if match else status,
-                                    action=(block.get("Action") or "").strip().lower() or None,
-                                    diagnostic=" ".join(str(diagnostic).split()) if diagnostic else None))
+                                    action=clean_text(str(block.get("Action") or "")).strip().lower() or None,
+                                    diagnostic=" ".join(diagnostic.split()) or None))
     return bounces_found
 
 
