@@ -6,6 +6,7 @@ import json
 import math
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
+import threading
 from typing import Any
 
 import httpx
@@ -21,6 +22,27 @@ DEFAULT_TIMEOUT_S = 10.0
 def new_client(timeout_s: float) -> httpx.Client:
     """The pooled client an adapter keeps: keep-alive, no redirects (a POST must not turn into a GET)."""
     return httpx.Client(timeout=timeout_s, follow_redirects=False, headers={"User-Agent": "izin"})
+
+
+class HttpAdapterMixin:
+    """One pooled httpx client per HTTP adapter, made on first use and shared by the worker's
+    threads (thread-safe, keep-alive across sends); `close()` ends it."""
+
+    timeout_s: float
+    _client: httpx.Client | None = None
+    _client_lock = threading.Lock()
+
+    def _http(self) -> httpx.Client:
+        with self._client_lock:
+            if self._client is None:
+                self._client = new_client(self.timeout_s)
+            return self._client
+
+    def close(self) -> None:
+        with self._client_lock:
+            client, self._client = self._client, None
+        if client is not None:
+            client.close()
 
 
 def post_json(client: httpx.Client, url: str, body: dict[str, Any], *, adapter: str,

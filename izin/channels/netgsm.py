@@ -33,13 +33,12 @@ the message may have gone, and a retry must not send it twice.
 from __future__ import annotations
 
 import re
-import threading
 from typing import Any, ClassVar, Self
 
 import httpx
 
 from izin import clock
-from izin.channels._http import (DEFAULT_TIMEOUT_S, new_client, post_json, reply_json, retry_after_s,
+from izin.channels._http import (DEFAULT_TIMEOUT_S, HttpAdapterMixin, post_json, reply_json, retry_after_s,
                                  snippet)
 from izin.channels.base import ChannelAdapter, ChannelKind, OutgoingMessage, Receipt, UrlParts, sms_size
 from izin.channels.errors import (ChannelAccountError, ChannelError, PermanentChannelError,
@@ -71,7 +70,7 @@ _CODES: dict[str, tuple[type[ChannelError], str]] = {
 CODE_85_WAIT_S = 60.0
 
 
-class NetgsmAdapter(ChannelAdapter):
+class NetgsmAdapter(HttpAdapterMixin, ChannelAdapter):
     """SMS through Netgsm REST v2, with İYS filtering for commercial messages."""
 
     scheme: ClassVar[str] = "netgsm"
@@ -91,8 +90,6 @@ class NetgsmAdapter(ChannelAdapter):
         self.appname = appname
         self.partnercode = partnercode
         self.timeout_s = timeout_s
-        self._client: httpx.Client | None = None
-        self._lock = threading.Lock()
 
     @classmethod
     def from_url(cls, url: str) -> Self:
@@ -185,15 +182,3 @@ class NetgsmAdapter(ChannelAdapter):
                                         retry_after_s=hint)
         raise kind(text, adapter=self.scheme, status_code=status, provider_code=code)
 
-    def _http(self) -> httpx.Client:
-        with self._lock:
-            if self._client is None:
-                # one pooled client (thread-safe) for the adapter's life: keep-alive across sends
-                self._client = new_client(self.timeout_s)
-            return self._client
-
-    def close(self) -> None:
-        with self._lock:
-            client, self._client = self._client, None
-        if client is not None:
-            client.close()

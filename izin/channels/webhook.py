@@ -22,13 +22,12 @@ Answers: any 2xx is accepted, ``{"id": ...}`` in the body becomes the receipt's 
 
 from __future__ import annotations
 
-import threading
 from typing import Any, ClassVar, Self
 
 import httpx
 
 from izin import clock
-from izin.channels._http import (DEFAULT_TIMEOUT_S, new_client, post_json, reply_json, retry_after_s,
+from izin.channels._http import (DEFAULT_TIMEOUT_S, HttpAdapterMixin, post_json, reply_json, retry_after_s,
                                  snippet)
 from izin.channels.base import ChannelAdapter, ChannelKind, OutgoingMessage, Receipt, UrlParts, sms_size
 from izin.channels.errors import ChannelAccountError, PermanentChannelError, TransientChannelError
@@ -40,7 +39,7 @@ DEFAULT_MAX_SEGMENTS = 7
 _OPTIONS = ("token", "from", "timeout", "max_segments")
 
 
-class WebhookAdapter(ChannelAdapter):
+class WebhookAdapter(HttpAdapterMixin, ChannelAdapter):
     """SMS as one JSON POST to a URL, over plain HTTP."""
 
     scheme: ClassVar[str] = "webhook"
@@ -59,8 +58,6 @@ class WebhookAdapter(ChannelAdapter):
         self.originator = originator
         self.timeout_s = timeout_s
         self.max_segments = max_segments  # type: ignore[misc]  # the URL may lower or raise the class default
-        self._client: httpx.Client | None = None
-        self._lock = threading.Lock()
 
     @classmethod
     def from_url(cls, url: str) -> Self:
@@ -121,17 +118,6 @@ class WebhookAdapter(ChannelAdapter):
         raise PermanentChannelError(f"{where}: {snippet(response)}", adapter=self.scheme,
                                     status_code=status, address_invalid=address_invalid)
 
-    def _http(self) -> httpx.Client:
-        with self._lock:
-            if self._client is None:
-                self._client = new_client(self.timeout_s)
-            return self._client
-
-    def close(self) -> None:
-        with self._lock:
-            client, self._client = self._client, None
-        if client is not None:
-            client.close()
 
 
 class WebhooksAdapter(WebhookAdapter):
