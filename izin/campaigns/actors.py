@@ -25,6 +25,8 @@ from izin.errors import ConfigError, ServiceUnavailable
 
 #: the queue every delivery message goes to
 QUEUE = "izin-deliveries"
+#: the queue of İYS uploads
+IYS_QUEUE = "izin-iys"
 #: dramatiq retries only for unexpected failures (a database outage); channel errors are
 #: retried through the delivery row's own schedule
 MAX_RETRIES = 10
@@ -63,7 +65,7 @@ def configure(settings: Settings, now: Callable[[], datetime] = clock.now, db: A
     `now` is the clock the sender judges windows and caps by (a fixed instant for `run --at`);
     `db` an open Database to share (the embedded mode), else one is made from the settings.
     """
-    global send_delivery, _settings, _now, _db
+    global send_delivery, iys_push, _settings, _now, _db
     reset()
     _settings, _now, _db = settings, now, db
     broker = make_broker(settings.broker.url)
@@ -73,6 +75,9 @@ def configure(settings: Settings, now: Callable[[], datetime] = clock.now, db: A
     send_delivery = dramatiq.actor(_send_delivery, actor_name="send_delivery", queue_name=QUEUE,
                                    max_retries=retries, min_backoff=1_000, max_backoff=300_000,
                                    broker=broker)
+    # İYS uploads run on workers too, on their own queue so a slow İYS never delays a greeting
+    iys_push = dramatiq.actor(_iys_push, actor_name="iys_push", queue_name=IYS_QUEUE, max_retries=retries,
+                              min_backoff=30_000, max_backoff=900_000, broker=broker)
     return broker
 
 
@@ -100,6 +105,14 @@ def reset() -> None:
         _sender = None
 
 
+def _iys_push() -> None:
+    """Upload to İYS what it has not got yet (`izin iys push` as a job)."""
+    from izin.consent.iys.sync import push_job
+
+    if _settings.iys is not None:
+        push_job(_settings, sender().db, _now)
+
+
 def _send_delivery(delivery_id: int) -> None:
     # the outcome is on the delivery row; a result backend would only duplicate it
     sender().process(delivery_id)
@@ -109,4 +122,5 @@ _settings: Settings = load_settings()
 _now: Callable[[], datetime] = clock.now
 _db: Any = None
 send_delivery: Any = None
+iys_push: Any = None
 broker = configure(_settings)

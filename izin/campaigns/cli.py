@@ -224,11 +224,16 @@ def _iys_tick(app: AppContext, db: Any, last_pull: float | None) -> float | None
     from izin.errors import IzinError
 
     try:
-        # the next tick is the retry: fail fast here rather than hold up the campaigns
-        pushed = push_job(app.settings, db, clock.now, max_wait=30.0, retry_rounds=0)
-        if pushed.submitted or pushed.unanswered:
-            click.echo(f"iys push: {pushed.accepted} accepted, {pushed.rejected} rejected, "
-                       f"{pushed.unanswered} waiting")
+        if app.settings.broker.url:
+            from izin.campaigns import actors
+
+            actors.iys_push.send()  # a worker uploads; the tick does not wait for İYS's answers
+        else:
+            # the next tick is the retry: fail fast here rather than hold up the campaigns
+            pushed = push_job(app.settings, db, clock.now, max_wait=30.0, retry_rounds=0)
+            if pushed.submitted or pushed.unanswered:
+                click.echo(f"iys push: {pushed.accepted} accepted, {pushed.rejected} rejected, "
+                           f"{pushed.unanswered} waiting")
         if last_pull is None or time.monotonic() - last_pull >= IYS_PULL_EVERY_S:
             for result in pull_job(app.settings, db, clock.now):
                 click.echo(f"iys pull ({result.source}): {result.appended} new, {result.withdrawals} opt-outs")
@@ -342,7 +347,7 @@ def worker(app: AppContext, burst: bool, processes: int, threads: int, poll: flo
         if app.config_path:
             env["IZIN_CONFIG"] = os.path.abspath(app.config_path)
         command = [sys.executable, "-m", "dramatiq", "izin.campaigns.actors", "--processes", str(processes),
-                   "--threads", str(threads), "--queues", "izin-deliveries"]
+                   "--threads", str(threads), "--queues", "izin-deliveries", "izin-iys"]
         raise SystemExit(subprocess.call(command, env=env))
     while True:
         handled = drain_embedded(db, app.settings, now=clock.now, threads=threads)

@@ -97,10 +97,12 @@ def drain_broker(settings: Settings, threads: int = 4) -> None:
     """Process the Redis queue in this process until it is empty (`izin worker --burst` with a broker)."""
     broker = actors.configure(settings)
     actors.sender()
-    worker = dramatiq.Worker(broker, queues={actors.QUEUE}, worker_threads=threads, worker_timeout=100)
+    worker = dramatiq.Worker(broker, queues={actors.QUEUE, actors.IYS_QUEUE}, worker_threads=threads,
+                             worker_timeout=100)
     worker.start()
     try:
         broker.join(actors.QUEUE)
+        broker.join(actors.IYS_QUEUE)
         worker.join()
     finally:
         worker.stop()

@@ -120,3 +120,23 @@ def test_iys_state_shows_in_consent_show_and_the_export(cli, db, fake_iys):
     assert record["iys_transaction_id"] is not None and record["iys_creation_date"] is not None
     shown = json.loads(cli("consent", "show", "C1", "--json").stdout)
     assert shown["history"][0]["iys_transaction_id"] == record["iys_transaction_id"]
+
+
+def test_with_a_broker_the_push_runs_on_a_worker(cli, db, fake_iys, tmp_path, redis_url):
+    from izin.campaigns import actors
+    from izin.campaigns.runner import drain_broker
+    from izin.config import load_settings
+
+    configure(cli, fake_iys)
+    (tmp_path / "campaigns").mkdir()
+    add_contact(db, "C1", email="c1@ornek.com.tr")
+    cli("consent", "grant", "C1", "--channel", "email", "--source", "HS_WEB", "--at", "2026-11-24T10:15:00+03:00")
+    cli("scheduler", "--campaigns", str(tmp_path / "campaigns"), "--once", env={"IZIN_BROKER_URL": redis_url})
+    assert fake_iys.api_calls("/consents/request") == []  # the tick only enqueued the job
+    loaded = load_settings(str(tmp_path / "izin.toml"))
+    settings = type(loaded).model_validate({**loaded.model_dump(), "broker": {"url": redis_url},
+                                            "database": {"url": db.url}})
+    drain_broker(settings, threads=1)
+    actors.reset()
+    assert len(fake_iys.api_calls("/consents/request")) == 1
+    assert json.loads(cli("iys", "status", "--json").stdout)["counts"]["accepted"] == 1
