@@ -200,12 +200,15 @@ def import_contacts(db: Database, path: str, now: datetime, rejects: str | None 
         with db.session() as session:
             known = {c.external_id: c for c in session.scalars(
                 select(Contact).where(Contact.external_id.in_({p.external_id for p in parsed})))}
+            created: set[str] = set()
             for fields in parsed:
-                outcome = upsert(session, fields, known.get(fields.external_id), now)
-                if outcome == "imported":
-                    session.flush()
+                if fields.external_id in created and fields.external_id not in known:
+                    # the same id twice in one batch: the second row updates the contact just made
                     known[fields.external_id] = session.scalars(select(Contact).where(
                         Contact.external_id == fields.external_id)).one()
+                outcome = upsert(session, fields, known.get(fields.external_id), now)
+                if outcome == "imported":
+                    created.add(fields.external_id)
                 setattr(report, outcome, getattr(report, outcome) + 1)
 
     return import_csv(path, ("external_id",), rejects, progress, handle, BATCH_ROWS)
