@@ -142,21 +142,32 @@ def _move_address(session: Session, contact: Contact, kind: str, new: str | None
         session.add(ContactAddress(contact_id=contact.id, kind=kind, address=new, valid_from=now))
 
 
+def new_contact(parsed: ContactFields, now: datetime) -> Contact:
+    """A contact from validated fields, not yet in any session."""
+    contact = Contact(external_id=parsed.external_id, locale="tr", recipient_type="BIREYSEL",
+                      created_at=now, updated_at=now, attributes=dict(parsed.attributes))
+    for key, value in parsed.fields.items():
+        setattr(contact, key, value)
+    return contact
+
+
+def add_history(session: Session, contact: Contact, parsed: ContactFields, now: datetime) -> None:
+    """The address history and tags of a contact just inserted (it has its id)."""
+    for kind in ("email", "phone"):
+        if getattr(contact, kind):
+            session.add(ContactAddress(contact_id=contact.id, kind=kind, address=getattr(contact, kind),
+                                       valid_from=now))
+    for tag in parsed.tags or []:
+        session.add(ContactTag(contact_id=contact.id, tag=tag))
+
+
 def upsert(session: Session, parsed: ContactFields, existing: Contact | None, now: datetime) -> str:
     """Create or update one contact; return 'imported', 'updated' or 'unchanged'."""
     if existing is None:
-        contact = Contact(external_id=parsed.external_id, locale="tr", recipient_type="BIREYSEL",
-                          created_at=now, updated_at=now, attributes=dict(parsed.attributes))
-        for key, value in parsed.fields.items():
-            setattr(contact, key, value)
+        contact = new_contact(parsed, now)
         session.add(contact)
         session.flush()
-        for kind in ("email", "phone"):
-            if getattr(contact, kind):
-                session.add(ContactAddress(contact_id=contact.id, kind=kind, address=getattr(contact, kind),
-                                           valid_from=now))
-        for tag in parsed.tags or []:
-            session.add(ContactTag(contact_id=contact.id, tag=tag))
+        add_history(session, contact, parsed, now)
         return "imported"
     contact = existing
     changed = False
@@ -200,15 +211,28 @@ def import_contacts(db: Database, path: str, now: datetime, rejects: str | None 
         with db.session() as session:
             known = {c.external_id: c for c in session.scalars(
                 select(Contact).where(Contact.external_id.in_({p.external_id for p in parsed})))}
-            created: set[str] = set()
+            # new contacts are inserted together in one flush, then get their history
+            created: dict[str, tuple[Contact, ContactFields]] = {}
+
+            def settle() -> None:
+                session.flush()
+                for contact, first in created.values():
+                    add_history(session, contact, first, now)
+                created.clear()
+
             for fields in parsed:
-                if fields.external_id in created and fields.external_id not in known:
-                    # the same id twice in one batch: the second row updates the contact just made
-                    known[fields.external_id] = session.scalars(select(Contact).where(
-                        Contact.external_id == fields.external_id)).one()
-                outcome = upsert(session, fields, known.get(fields.external_id), now)
-                if outcome == "imported":
-                    created.add(fields.external_id)
+                existing = known.get(fields.external_id)
+                if existing is None:
+                    contact = new_contact(fields, now)
+                    session.add(contact)
+                    known[fields.external_id] = contact
+                    created[fields.external_id] = (contact, fields)
+                    report.imported += 1
+                    continue
+                if fields.external_id in created:
+                    settle()  # the same id twice in one batch: the second row updates the first
+                outcome = upsert(session, fields, existing, now)
                 setattr(report, outcome, getattr(report, outcome) + 1)
+            settle()
 
     return import_csv(path, ("external_id",), rejects, progress, handle, BATCH_ROWS)
