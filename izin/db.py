@@ -93,10 +93,6 @@ def make_engine(url: str) -> Engine:
                       field="database.url")
 
 
-def is_sqlite(engine: Engine) -> bool:
-    return engine.dialect.name == "sqlite"
-
-
 def upsert_insert(session: Session) -> Any:
     """The dialect's INSERT, which has on_conflict_do_nothing / _do_update (SQLite and PostgreSQL)."""
     from sqlalchemy.dialects.postgresql import insert as pg_insert
