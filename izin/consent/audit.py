@@ -37,29 +37,31 @@ def consent_records(session: Session, since: datetime | None = None, until: date
     """Consent events in id order as export records, filtered by recorded_at and contact."""
     from izin.consent.iys.models import IysSync
 
-    query = (select(ConsentEvent, IysSync.state, IysSync.transaction_id, IysSync.creation_date)
-             .outerjoin(IysSync, IysSync.event_id == ConsentEvent.id).order_by(ConsentEvent.id))
+    e = ConsentEvent
+    # plain columns, not ORM objects: an export reads millions of rows and keeps none of them
+    query = (select(e.id, e.contact_ref, e.recipient, e.channel, e.status, e.source, e.recipient_type,
+                    e.consent_date, e.recorded_at, e.proof, e.iys_uploadable, e.prev_hash, e.hash,
+                    e.purge_run_id, IysSync.state, IysSync.transaction_id, IysSync.creation_date)
+             .outerjoin(IysSync, IysSync.event_id == e.id).order_by(e.id))
     if since is not None:
-        query = query.where(ConsentEvent.recorded_at >= since)
+        query = query.where(e.recorded_at >= since)
     if until is not None:
-        query = query.where(ConsentEvent.recorded_at < until)
+        query = query.where(e.recorded_at < until)
     if contact is not None:
         contact_id = session.scalar(select(Contact.id).where(Contact.external_id == contact))
-        query = query.where(or_(ConsentEvent.contact_ref == contact, ConsentEvent.contact_id == contact_id))
-    for event, iys_status, iys_transaction_id, iys_creation_date in session.execute(
-            query.execution_options(yield_per=PAGE_ROWS)):
+        query = query.where(or_(e.contact_ref == contact, e.contact_id == contact_id))
+    for row in session.execute(query.execution_options(yield_per=PAGE_ROWS)):
         yield {
-            "kind": "consent", "id": event.id, "contact": event.contact_ref, "recipient": event.recipient,
-            "channel": event.channel, "iys_type": IYS_TYPE[event.channel], "status": event.status,
-            "source": event.source, "recipient_type": event.recipient_type,
-            "consent_date": iso_istanbul(event.consent_date), "recorded_at": iso_utc(event.recorded_at),
-            "proof": event.proof, "iys_uploadable": event.iys_uploadable,
-            "prev_hash": event.prev_hash, "hash": event.hash, "purged": event.purge_run_id is not None,
+            "kind": "consent", "id": row.id, "contact": row.contact_ref, "recipient": row.recipient,
+            "channel": row.channel, "iys_type": IYS_TYPE[row.channel], "status": row.status,
+            "source": row.source, "recipient_type": row.recipient_type,
+            "consent_date": iso_istanbul(row.consent_date), "recorded_at": iso_utc(row.recorded_at),
+            "proof": row.proof, "iys_uploadable": row.iys_uploadable,
+            "prev_hash": row.prev_hash, "hash": row.hash, "purged": row.purge_run_id is not None,
             # İYS's view: None until `izin iys` has enrolled the event
-            "iys_status": iys_status, "iys_transaction_id": iys_transaction_id,
-            "iys_creation_date": iso_istanbul(iys_creation_date) if iys_creation_date else None,
+            "iys_status": row.state, "iys_transaction_id": row.transaction_id,
+            "iys_creation_date": iso_istanbul(row.creation_date) if row.creation_date else None,
         }
-        session.expunge(event)  # keep the identity map from growing with the log
 
 
 def neutralise(value: Any) -> str:
