@@ -18,6 +18,7 @@ from sqlalchemy import select
 
 from izin.campaigns.deliver import LEASE
 from izin.campaigns.models import Delivery
+from conftest import SENDER_TOML
 from support import AT, ONCE, consent, free_port, person, schedule
 
 COUNT = 12
@@ -64,9 +65,7 @@ def test_sigkill_mid_batch_loses_nothing(db, settings, sink, tmp_path):
         person(db, f"u{i:02d}", email=f"u{i:02d}@example.com")
         consent(db, f"u{i:02d}", "email")
     (tmp_path / "izin.toml").write_text(
-        '[sender]\nname = "Örnek Ticaret A.Ş."\nmersis = "0123456789000015"\nphone = "+90 212 555 00 00"\n'
-        'email = "destek@ornek.com.tr"\n'
-        f'[channels.email]\nurl = "smtp://127.0.0.1:{port}?from=kampanya@ornek.com.tr&timeout=5"\n',
+        SENDER_TOML + f'[channels.email]\nurl = "smtp://127.0.0.1:{port}?from=kampanya@ornek.com.tr&timeout=5"\n',
         encoding="utf-8")
     assert schedule(db, settings, text=ONCE).created == COUNT
     worker = _worker(tmp_path, db.url, "2026-11-24T12:00:00+03:00")

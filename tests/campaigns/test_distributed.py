@@ -99,7 +99,7 @@ def test_two_schedulers_at_once_create_each_delivery_once(crowd, settings, tmp_p
 
 
 def test_scheduler_cli_tick_schedules_and_sends(crowd, tmp_path, monkeypatch):
-    from conftest import Cli
+    from conftest import SENDER_TOML, Cli
 
     db = crowd
     folder = tmp_path / "campaigns"
@@ -107,9 +107,7 @@ def test_scheduler_cli_tick_schedules_and_sends(crowd, tmp_path, monkeypatch):
     (folder / "dogum-gunu.yaml").write_text(CAMPAIGN, encoding="utf-8")
     (folder / "broken.yaml").write_text("name: Broken\n", encoding="utf-8")
     (tmp_path / "izin.toml").write_text(
-        '[sender]\nname = "Örnek Ticaret A.Ş."\nmersis = "0123456789000015"\nphone = "+90 212 555 00 00"\n'
-        'email = "destek@ornek.com.tr"\nsms_header = "ORNEKTIC"\nsms_optout = "RET yazip 4609\'a gonderin"\n'
-        f'[channels.email]\nurl = "outbox://{tmp_path / "outbox"}"\n[channels.sms]\nurl = "outbox://{tmp_path / "outbox"}"\n',
+        SENDER_TOML + f'[channels.email]\nurl = "outbox://{tmp_path / "outbox"}"\n[channels.sms]\nurl = "outbox://{tmp_path / "outbox"}"\n',
         encoding="utf-8")
     cli = Cli(db.url, tmp_path, monkeypatch)
     result = cli("scheduler", "--campaigns", str(folder), "--once")

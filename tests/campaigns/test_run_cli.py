@@ -7,15 +7,13 @@ import json
 import pytest
 
 from izin.clock import parse_instant as T
+from conftest import SENDER_TOML
 from support import CAMPAIGN, consent, person
 
 
 @pytest.fixture
 def shop(cli, db, tmp_path):
-    (tmp_path / "izin.toml").write_text(
-        '[sender]\nname = "Örnek Ticaret A.Ş."\nmersis = "0123456789000015"\nphone = "+90 212 555 00 00"\n'
-        'email = "destek@ornek.com.tr"\nsms_header = "ORNEKTIC"\nsms_optout = "RET yazip 4609\'a gonderin"\n',
-        encoding="utf-8")
+    (tmp_path / "izin.toml").write_text(SENDER_TOML, encoding="utf-8")
     (tmp_path / "dogum-gunu.yaml").write_text(CAMPAIGN, encoding="utf-8")
     person(db, "ayse", email="ayse@example.com", phone="+905320000001")
     person(db, "mehmet", email="mehmet@example.com")
