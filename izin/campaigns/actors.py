@@ -12,9 +12,10 @@ is read here, once per process.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
+from uuid import uuid4
 
 import dramatiq
 from dramatiq.brokers.stub import StubBroker
@@ -27,6 +28,8 @@ from izin.errors import ConfigError, ServiceUnavailable
 QUEUE = "izin-deliveries"
 #: the queue of İYS uploads
 IYS_QUEUE = "izin-iys"
+#: messages pushed to Redis per pipeline round trip
+PIPELINE_MESSAGES = 1_000
 #: dramatiq retries only for unexpected failures (a database outage); channel errors are
 #: retried through the delivery row's own schedule
 MAX_RETRIES = 10
@@ -79,6 +82,56 @@ def configure(settings: Settings, now: Callable[[], datetime] = clock.now, db: A
     iys_push = dramatiq.actor(_iys_push, actor_name="iys_push", queue_name=IYS_QUEUE, max_retries=retries,
                               min_backoff=30_000, max_backoff=900_000, broker=broker)
     return broker
+
+
+def send_many(actor: Any, ids: Iterable[int]) -> int:
+    """Enqueue one message per delivery id for `actor`; return how many.
+
+    dramatiq's RedisBroker enqueues with one round trip per message (about 5,500 a second here);
+    a due tick of 100,000 deliveries would spend 18 s on that alone. On Redis this runs the same
+    dispatch script through a pipeline, PIPELINE_MESSAGES at a time (about 5x faster); other
+    brokers enqueue one by one.
+    """
+    from dramatiq.brokers.redis import RedisBroker
+
+    broker = actor.broker
+    if not isinstance(broker, RedisBroker):
+        count = 0
+        for delivery_id in ids:
+            actor.send(delivery_id)
+            count += 1
+        return count
+    batch: list[Any] = []
+    count = 0
+    for delivery_id in ids:
+        batch.append(actor.message(delivery_id))
+        if len(batch) == PIPELINE_MESSAGES:
+            count += _enqueue_pipelined(broker, batch)
+            batch = []
+    return count + (_enqueue_pipelined(broker, batch) if batch else 0)
+
+
+def _enqueue_pipelined(broker: Any, messages: list[Any]) -> int:
+    # the arguments of RedisBroker._dispatch("enqueue"), sent through one pipeline; middleware
+    # sees every message as it would through broker.enqueue
+    from dramatiq.common import current_millis
+
+    pipe = broker.client.pipeline(transaction=False)
+    dispatch = broker.scripts["dispatch"]
+    keys = [broker.namespace]
+    sent = []
+    for message in messages:
+        message = message.copy(options={"redis_message_id": str(uuid4())})
+        broker.emit_before("enqueue", message, None)
+        dispatch(keys=keys, client=pipe, args=[
+            "enqueue", current_millis(), message.queue_name, broker.broker_id, broker.heartbeat_timeout,
+            broker.dead_message_ttl, broker._should_do_maintenance("enqueue"), broker._max_unpack_size(), message.options["redis_message_id"],
+            message.encode()])
+        sent.append(message)
+    pipe.execute()
+    for message in sent:
+        broker.emit_after("enqueue", message, None)
+    return len(sent)
 
 
 def sender() -> Any:

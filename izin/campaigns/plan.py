@@ -8,12 +8,13 @@ the current-state table in chunked look-ups; frequency caps from one grouped cou
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import case, func, or_, select, tuple_
+from sqlalchemy import ColumnElement, case, func, or_, select
 from sqlalchemy.orm import Session
 
 from izin.campaigns import spec
@@ -35,21 +36,49 @@ SKIP_REASONS = ("no_consent", "no_address", "frequency_cap", "already_sent", "no
 IYS_SKIP_REASON = IYS_PENDING
 #: deliveries that count toward a frequency cap, by status
 _CAP_STATUSES = ("scheduled", "sending", "sent")
-_CHUNK = 1_000
+#: contacts planned per round; each round costs a handful of queries whatever its size
+_CHUNK = 5_000
+#: what planning reads of a contact: no attributes (templates are rendered by the worker)
+_CONTACT_COLUMNS = (Contact.id, Contact.external_id, Contact.email, Contact.phone, Contact.phone_mobile,
+                    Contact.timezone, Contact.recipient_type)
+#: receives each round's deliveries and capped deliveries when scheduling streams a plan
+RoundSink = Callable[[list["PlannedDelivery"], list["PlannedDelivery"]], None]
 
 
-@dataclass
+@dataclass(slots=True)
 class Candidate:
-    """A contact the trigger makes due, before consent and caps."""
+    """A contact the trigger makes due, before consent and caps (`contact` is a row of _CONTACT_COLUMNS)."""
 
-    contact: Contact
+    contact: Any
     occurrence: str
     due_at: datetime
     event_ref: str | None = None
     event_attributes: dict[str, Any] | None = None
 
 
-@dataclass
+@dataclass(slots=True)
+class _Round:
+    """The candidates of a set of contacts, planned together in a handful of queries.
+
+    Every candidate of a contact is in the same round, so caps counted per round are complete.
+    `id_range` (lower bound exclusive, upper inclusive) says the round is every audience member in
+    that contact-id range: look-ups then join on the range instead of listing thousands of ids.
+    """
+
+    candidates: list[Candidate]
+    id_range: tuple[int, int] | None = None
+
+    def contacts(self) -> list[Any]:
+        return list({c.contact.id: c.contact for c in self.candidates}.values())
+
+    def where(self, column: Any) -> list[ColumnElement[bool]]:
+        """Conditions that restrict a contact-id column to this round's contacts."""
+        if self.id_range is not None:
+            return [column > self.id_range[0], column <= self.id_range[1]]
+        return [column.in_(sorted({c.contact.id for c in self.candidates}))]
+
+
+@dataclass(slots=True)
 class PlannedDelivery:
     contact_id: int
     external_id: str
@@ -92,6 +121,8 @@ class Plan:
     capped: list[PlannedDelivery] = field(default_factory=list)
     #: strict İYS mode: an ONAY counts only once İYS accepted it; others are skipped as iys_pending
     strict_iys: bool = False
+    #: deliveries planned, also when they were streamed to a RoundSink rather than kept
+    planned: int = 0
 
     @property
     def reasons(self) -> tuple[str, ...]:
@@ -116,75 +147,90 @@ def campaign_start(session: Session, name: str, at: datetime) -> CampaignRow:
     return row
 
 
-def _tz(contact: Contact, policy_tz: str) -> ZoneInfo:
+def _tz(contact: Any, policy_tz: str) -> ZoneInfo:
     return ZoneInfo(contact.timezone or policy_tz)
 
 
-def _candidates(session: Session, campaign: spec.Campaign, started_at: datetime, settings: Settings,
-                at: datetime) -> tuple[list[Candidate], int]:
-    """Contacts the trigger makes due and in the audience, and how many due ones the audience left out."""
+def _rounds(session: Session, campaign: spec.Campaign, started_at: datetime, settings: Settings, at: datetime,
+            skipped: Counter[str]) -> Iterator[_Round]:
+    """The candidates the trigger makes due and the audience keeps, round by round; counts in
+    `skipped["not_in_audience"]` the due ones the audience left out."""
     audience = compile_audience(campaign.audience, at)
     in_audience = case((audience, True), else_=False).label("in_audience")
     policy_tz = settings.policy.timezone
     trigger = campaign.trigger
+    if isinstance(trigger, spec.OnceTrigger):
+        if not once_due(trigger.at, ZoneInfo(policy_tz), at):
+            return
+        # the whole base, by id ranges: memory holds one round, however large the base
+        last = 0
+        while True:
+            rows = session.connection().execute(select(*_CONTACT_COLUMNS, in_audience).where(Contact.id > last)
+                                                .order_by(Contact.id).limit(_CHUNK)).all()
+            if not rows:
+                return
+            members = [Candidate(row, ONCE_KEY, trigger.at) for row in rows if row.in_audience]
+            skipped["not_in_audience"] += len(rows) - len(members)
+            yield _Round(members, (last, rows[-1].id))
+            last = rows[-1].id
     found: list[Candidate] = []
-    left_out = 0
     if isinstance(trigger, spec.BirthdayTrigger):
-        days = local_days(at)
-        query = select(Contact, in_audience).where(
-            or_(*(birthday_filter(month, day, include_feb29=False) for month, day in sorted(days))))
-        for contact, member in session.execute(query):
-            due = birthday_due(contact.birthday, _tz(contact, policy_tz), trigger.send_time, at)
+        query = select(*_CONTACT_COLUMNS, Contact.birthday, in_audience).where(
+            or_(*(birthday_filter(month, day, include_feb29=False) for month, day in sorted(local_days(at)))))
+        for row in session.execute(query):
+            due = birthday_due(row.birthday, _tz(row, policy_tz), trigger.send_time, at)
             if due is None:
                 continue
-            if not member:
-                left_out += 1
+            if not row.in_audience:
+                skipped["not_in_audience"] += 1
                 continue
-            found.append(Candidate(contact, due[0], due[1]))
-    elif isinstance(trigger, spec.OnceTrigger):
-        if once_due(trigger.at, ZoneInfo(policy_tz), at):
-            for contact, member in session.execute(select(Contact, in_audience).execution_options(yield_per=_CHUNK)):
-                if member:
-                    found.append(Candidate(contact, ONCE_KEY, trigger.at))
-                else:
-                    left_out += 1
+            found.append(Candidate(row, due[0], due[1]))
     else:
         assert isinstance(trigger, spec.AfterEventTrigger)
-        query = (select(Contact, ContactEvent, in_audience).join(ContactEvent, ContactEvent.contact_id == Contact.id)
+        query = (select(*_CONTACT_COLUMNS, in_audience, ContactEvent.event_id, ContactEvent.occurred_at,
+                        ContactEvent.attributes.label("event_attributes"))
+                 .join(ContactEvent, ContactEvent.contact_id == Contact.id)
                  .where(ContactEvent.name == trigger.event, ContactEvent.occurred_at <= at - trigger.delay))
         if not trigger.backfill:
             query = query.where(ContactEvent.occurred_at >= started_at)
-        for contact, event, member in session.execute(query.order_by(ContactEvent.occurred_at, ContactEvent.id)):
-            due = follow_up_due(event.occurred_at, trigger.delay, trigger.send_time, _tz(contact, policy_tz))
+        for row in session.execute(query.order_by(ContactEvent.occurred_at, ContactEvent.id)):
+            due = follow_up_due(row.occurred_at, trigger.delay, trigger.send_time, _tz(row, policy_tz))
             if due > at:
                 continue
-            if not member:
-                left_out += 1
+            if not row.in_audience:
+                skipped["not_in_audience"] += 1
                 continue
-            found.append(Candidate(contact, event.event_id, due, event.event_id, dict(event.attributes or {})))
-    return found, left_out
+            found.append(Candidate(row, row.event_id, due, row.event_id, dict(row.event_attributes or {})))
+    # a contact's candidates stay together (caps count across them), in trigger order within a round
+    position: dict[int, int] = {}
+    for candidate in found:
+        position.setdefault(candidate.contact.id, len(position))
+    rounds: dict[int, list[Candidate]] = {}
+    for candidate in found:
+        rounds.setdefault(position[candidate.contact.id] // _CHUNK, []).append(candidate)
+    for index in sorted(rounds):
+        yield _Round(rounds[index])
 
 
-def _existing(session: Session, campaign_id: int, candidates: list[Candidate]) -> set[tuple[int, str]]:
-    keys = [(c.contact.id, c.occurrence) for c in candidates]
-    existing: set[tuple[int, str]] = set()
-    for start in range(0, len(keys), _CHUNK):
-        chunk = keys[start:start + _CHUNK]
-        existing.update(session.execute(select(Delivery.contact_id, Delivery.occurrence).where(
-            Delivery.campaign_id == campaign_id,
-            tuple_(Delivery.contact_id, Delivery.occurrence).in_(chunk))))
-    return existing
+def _existing(session: Session, campaign_id: int, round_: _Round) -> set[tuple[int, str]]:
+    """(contact, occurrence) pairs of the round that the campaign has a delivery for already."""
+    return {(contact_id, occurrence) for contact_id, occurrence in session.connection().execute(
+        select(Delivery.contact_id, Delivery.occurrence).where(
+            Delivery.campaign_id == campaign_id, *round_.where(Delivery.contact_id)))}
 
 
 def cap_counts(session: Session, contact_ids: list[int], since: datetime, at: datetime,
                campaign_id: int | None = None, statuses: tuple[str, ...] = _CAP_STATUSES,
-               exclude_id: int | None = None) -> Counter[int]:
-    """Commercial deliveries per contact that count toward a cap in (since, at]."""
+               exclude_id: int | None = None, round_: _Round | None = None) -> Counter[int]:
+    """Commercial deliveries per contact that count toward a cap in (since, at]; with `round_`,
+    for the round's contacts (`contact_ids` is then not read)."""
     counts: Counter[int] = Counter()
     moment = func.coalesce(Delivery.sent_at, Delivery.due_at)
-    for start in range(0, len(contact_ids), _CHUNK):
+    selections = [round_.where(Delivery.contact_id)] if round_ is not None else [
+        [Delivery.contact_id.in_(contact_ids[start:start + _CHUNK])] for start in range(0, len(contact_ids), _CHUNK)]
+    for selection in selections:
         query = (select(Delivery.contact_id, func.count()).where(
-            Delivery.contact_id.in_(contact_ids[start:start + _CHUNK]), Delivery.commercial.is_(True),
+            *selection, Delivery.commercial.is_(True),
             Delivery.status.in_(statuses), moment > since, moment <= at).group_by(Delivery.contact_id))
         if exclude_id is not None:
             query = query.where(Delivery.id != exclude_id)
@@ -194,26 +240,53 @@ def cap_counts(session: Session, contact_ids: list[int], since: datetime, at: da
     return counts
 
 
-def plan_campaign(session: Session, campaign: spec.Campaign, settings: Settings, at: datetime) -> Plan:
-    """Everything `campaign run --at` would create now, and counts of who is left out and why."""
+def plan_campaign(session: Session, campaign: spec.Campaign, settings: Settings, at: datetime,
+                  on_round: RoundSink | None = None) -> Plan:
+    """Everything `campaign run --at` would create now, and counts of who is left out and why.
+
+    With `on_round`, each round's deliveries go to it instead of into the plan (scheduling inserts
+    them as they come, so memory holds one round whatever the size of the base).
+    """
     row = campaign_start(session, campaign.name, at)
     strict = settings.iys is not None and settings.iys.require_accepted
     plan = Plan(campaign.name, at, strict_iys=strict)
-    candidates, plan.skipped["not_in_audience"] = _candidates(session, campaign, row.started_at, settings, at)
-    existing = _existing(session, row.id, candidates)
-    fresh = [c for c in candidates if (c.contact.id, c.occurrence) not in existing]
-    plan.skipped["already_sent"] = len(candidates) - len(fresh)
+    plan.skipped["not_in_audience"] = 0
     commercial = campaign.purpose == "commercial"
-    contacts = list({c.contact.id: c.contact for c in fresh}.values())
-    decisions = {channel: _decisions(session, contacts, channel, at, commercial, strict)
-                 for channel in campaign.channels}
     caps = caps_for(campaign, settings, row.id) if commercial else []
-    counts = [cap_counts(session, [c.id for c in contacts], at - period, at, campaign_id)
-              for _count, period, campaign_id in caps]
+    windows: dict[tuple[datetime, str], datetime | None] = {}
+    for round_ in _rounds(session, campaign, row.started_at, settings, at, plan.skipped):
+        deliveries, capped = _plan_round(session, plan, campaign, settings, at, row.id, round_, caps, strict, windows)
+        plan.planned += len(deliveries)
+        if on_round is not None:
+            on_round(deliveries, capped)
+        else:
+            plan.deliveries.extend(deliveries)
+            plan.capped.extend(capped)
+    return plan
+
+
+def _plan_round(session: Session, plan: Plan, campaign: spec.Campaign, settings: Settings, at: datetime,
+                campaign_id: int, round_: _Round, caps: list[tuple[int, timedelta, int | None]], strict: bool,
+                windows: dict[tuple[datetime, str], datetime | None]
+                ) -> tuple[list[PlannedDelivery], list[PlannedDelivery]]:
+    existing = _existing(session, campaign_id, round_)
+    fresh = [c for c in round_.candidates if (c.contact.id, c.occurrence) not in existing]
+    plan.skipped["already_sent"] += len(round_.candidates) - len(fresh)
+    commercial = campaign.purpose == "commercial"
+    # channels in preference order: a later channel is asked only about those the earlier ones refused
+    remaining = list({c.contact.id: c.contact for c in fresh}.values())
+    decisions: dict[str, dict[int, Decision]] = {}
+    for channel in campaign.channels:
+        decisions[channel] = _decisions(session, remaining, channel, at, commercial, strict, round_)
+        remaining = [c for c in remaining if not decisions[channel][c.id].allowed]
+    counts = [cap_counts(session, [], at - period, at, cap_campaign, round_=round_)
+              for _count, period, cap_campaign in caps]
     start, end = settings.policy.window_local
+    deliveries: list[PlannedDelivery] = []
+    capped: list[PlannedDelivery] = []
     for candidate in fresh:
         contact = candidate.contact
-        chosen = next((decisions[ch][contact.id] for ch in campaign.channels if decisions[ch][contact.id].allowed), None)
+        chosen = next((d for ch in campaign.channels if (d := decisions[ch].get(contact.id)) and d.allowed), None)
         if chosen is None:
             reasons = {decisions[ch][contact.id].reason for ch in campaign.channels}
             plan.skipped[NO_ADDRESS if reasons == {NO_ADDRESS} else IYS_PENDING if IYS_PENDING in reasons
@@ -232,15 +305,19 @@ def plan_campaign(session: Session, campaign: spec.Campaign, settings: Settings,
             plan.skipped["frequency_cap"] += 1
             planned.status, planned.reason = "deferred", "frequency_cap"
             planned.next_attempt_at = cap_release(session, contact.id, over, at)
-            plan.capped.append(planned)
+            capped.append(planned)
             continue
         for counted in counts:
             counted[contact.id] += 1  # later occurrences in this same plan count too
-        if not in_window(max(due, at), tz, start, end):
+        # the window's answer depends only on the instant and the zone: most of a round shares both
+        key = (max(due, at), tz.key)
+        if key not in windows:
+            windows[key] = None if in_window(key[0], tz, start, end) else next_open(key[0], tz, start, end)
+        if windows[key] is not None:
             planned.status, planned.reason = "deferred", "send_window"
-            planned.next_attempt_at = next_open(max(due, at), tz, start, end)
-        plan.deliveries.append(planned)
-    return plan
+            planned.next_attempt_at = windows[key]
+        deliveries.append(planned)
+    return deliveries, capped
 
 
 def cap_release(session: Session, contact_id: int, caps: list[tuple[int, timedelta, int | None]], at: datetime,
@@ -260,16 +337,17 @@ def cap_release(session: Session, contact_id: int, caps: list[tuple[int, timedel
     return release
 
 
-def _decisions(session: Session, contacts: list[Contact], channel: str, at: datetime,
-               commercial: bool, strict_iys: bool = False) -> dict[int, Decision]:
-    decisions = may_send_many(session, contacts, channel, at, require_iys_accepted=strict_iys and commercial)
+def _decisions(session: Session, contacts: list[Any], channel: str, at: datetime,
+               commercial: bool, strict_iys: bool, round_: _Round) -> dict[int, Decision]:
+    decisions = may_send_many(session, contacts, channel, at, require_iys_accepted=strict_iys and commercial,
+                              contact_where=round_.where(Contact.id) if round_.id_range else None)
     if not commercial:
         # transactional: no consent needed, only an address that can take the channel
         decisions = {cid: d if d.reason == NO_ADDRESS else Decision(True, channel, d.recipient, basis="transactional")
                      for cid, d in decisions.items()}
     # an address that bounced for good is no address at all
     bounced = undeliverable_set(session, [d.recipient for d in decisions.values() if d.allowed and d.recipient],
-                                channel)
+                                channel, contact_where=round_.where(Contact.id) if round_.id_range else None)
     return {cid: Decision(False, channel, d.recipient, reason=NO_ADDRESS) if d.recipient in bounced and d.allowed
             else d for cid, d in decisions.items()}
 

@@ -41,9 +41,7 @@ def enqueue_due(db: Database, now: datetime) -> int:
         for start in range(0, len(ids), _ROUND):
             chunk = ids[start:start + _ROUND]
             session.execute(update(Delivery).where(Delivery.id.in_(chunk)).values(enqueued_at=now))
-    for delivery_id in ids:
-        actors.send_delivery.send(delivery_id)
-    return len(ids)
+    return actors.send_many(actors.send_delivery, ids)
 
 
 def status_counts(db: Database, ids: list[int]) -> Counter[str]:
@@ -80,8 +78,7 @@ def drain_embedded(db: Database, settings: Settings, now: Callable[[], datetime]
             if not ids:
                 break
             seen.update(ids)
-            for delivery_id in ids:
-                actors.send_delivery.send(delivery_id)
+            actors.send_many(actors.send_delivery, ids)
             broker.join(actors.QUEUE, fail_fast=True)
             worker.join()
             handled.extend(ids)

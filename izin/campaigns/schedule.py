@@ -23,8 +23,8 @@ from izin.campaigns.plan import Plan, PlannedDelivery, campaign_start, plan_camp
 from izin.config import Settings
 from izin.db import upsert_insert
 
-#: rows inserted per statement
-_BATCH = 500
+#: rows inserted per executemany (and per savepoint, so a coupon clash redraws this many codes)
+_BATCH = 5_000
 #: fresh coupon codes tried for a batch before giving up (a clash of 40-bit codes is rare)
 _COUPON_TRIES = 5
 
@@ -57,33 +57,40 @@ def _row(campaign: spec.Campaign, campaign_id: int, planned: PlannedDelivery, no
 
 def schedule_campaign(session: Session, campaign: spec.Campaign, settings: Settings, at: datetime,
                       now: datetime) -> ScheduleReport:
-    """Create the due deliveries of one campaign; rows that exist already are left alone."""
-    plan = plan_campaign(session, campaign, settings, at)
+    """Create the due deliveries of one campaign; rows that exist already are left alone.
+
+    The plan streams round by round and each round is inserted as it comes, in executemany
+    batches, so a whole-base blast holds one round in memory.
+    """
     row = campaign_start(session, campaign.name, at)
     if campaign.source_text is not None and campaign.source_text != row.spec_yaml:
         row.spec_yaml = campaign.source_text
         row.updated_at = now
     if campaign.source_path is not None:
         row.spec_path = str(Path(campaign.source_path).resolve())
-    report = ScheduleReport(plan=plan)
-    planned = plan.deliveries + plan.capped
-    insert = upsert_insert(session)
-    for start in range(0, len(planned), _BATCH):
-        chunk = planned[start:start + _BATCH]
-        for attempt in range(_COUPON_TRIES):
-            rows = [_row(campaign, row.id, p, now) for p in chunk]
-            statement = insert(Delivery).values(rows).on_conflict_do_nothing(
-                index_elements=["campaign_id", "contact_id", "occurrence"]).returning(Delivery.id, Delivery.status)
-            try:
-                with session.begin_nested():
-                    created = session.execute(statement).all()
-                break
-            except IntegrityError:
-                if attempt == _COUPON_TRIES - 1 or campaign.coupon is None:
-                    raise
-        report.ids.extend(i for i, _ in created)
-        report.created += len(created)
-        report.deferred += sum(1 for _, status in created if status == "deferred")
+    report = ScheduleReport(plan=Plan(campaign.name, at))
+    statement = upsert_insert(session)(Delivery).on_conflict_do_nothing(
+        index_elements=["campaign_id", "contact_id", "occurrence"]).returning(Delivery.id, Delivery.status)
+
+    def insert(deliveries: list[PlannedDelivery], capped: list[PlannedDelivery]) -> None:
+        planned = deliveries + capped
+        for start in range(0, len(planned), _BATCH):
+            chunk = planned[start:start + _BATCH]
+            for attempt in range(_COUPON_TRIES):
+                rows = [_row(campaign, row.id, p, now) for p in chunk]
+                try:
+                    with session.begin_nested():  # Core executemany: no ORM bookkeeping per row
+                        created = session.connection().execute(statement, rows).all()
+                    break
+                except IntegrityError:
+                    # a coupon code clashed with one already stored: draw the batch's codes again
+                    if attempt == _COUPON_TRIES - 1 or campaign.coupon is None:
+                        raise
+            report.ids.extend(i for i, _ in created)
+            report.created += len(created)
+            report.deferred += sum(1 for _, status in created if status == "deferred")
+
+    report.plan = plan_campaign(session, campaign, settings, at, on_round=insert)
     return report
 
 

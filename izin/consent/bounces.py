@@ -15,10 +15,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, select
 from sqlalchemy.orm import Session
 
-from izin.consent.models import CHANNELS, UndeliverableAddress
+from izin.consent.ledger import contact_address_column
+from izin.consent.models import CHANNELS, Contact, UndeliverableAddress
 from izin.db import upsert_insert
 
 __all__ = ["CHUNK", "is_undeliverable", "mark", "normalise", "undeliverable_set"]
@@ -58,10 +59,20 @@ def is_undeliverable(session: Session, address: str | None, channel: str) -> boo
         UndeliverableAddress.address == key, UndeliverableAddress.channel == channel)) is not None
 
 
-def undeliverable_set(session: Session, addresses: Iterable[str | None], channel: str) -> set[str]:
-    """Which of these addresses are marked on the channel, in stored form; one query per CHUNK."""
+def undeliverable_set(session: Session, addresses: Iterable[str | None], channel: str,
+                      contact_where: list[ColumnElement[bool]] | None = None) -> set[str]:
+    """Which of these addresses are marked on the channel, in stored form; one query per CHUNK.
+
+    `contact_where` (conditions over Contact selecting at least the contacts these addresses
+    belong to) asks by joining contacts instead of listing the addresses.
+    """
     keys = sorted({normalise(a, channel) for a in addresses if a})
     marked: set[str] = set()
+    if contact_where is not None and keys:
+        found = session.scalars(select(UndeliverableAddress.address).join(
+            Contact, contact_address_column(channel) == UndeliverableAddress.address).where(
+            UndeliverableAddress.channel == channel, *contact_where))
+        return set(keys).intersection(found)
     for start in range(0, len(keys), CHUNK):
         chunk = keys[start:start + CHUNK]
         marked.update(session.scalars(select(UndeliverableAddress.address).where(

@@ -13,6 +13,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -56,6 +57,11 @@ def event_hash(event: ConsentEvent) -> str:
 def contact_address(contact: Contact, channel: str) -> str | None:
     """The address a channel reaches this contact on now, or None."""
     return contact.email if ADDRESS_KIND[channel] == "email" else contact.phone
+
+
+def contact_address_column(channel: str) -> Any:
+    """The Contact column holding the address a channel reaches (for joins on addresses)."""
+    return Contact.email if ADDRESS_KIND[channel] == "email" else Contact.phone
 
 
 @dataclass

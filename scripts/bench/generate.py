@@ -39,6 +39,10 @@ def main() -> None:
     parser.add_argument("--events-per-contact", type=float, default=2.0)
     parser.add_argument("--out", type=Path, default=Path("bench-data"))
     parser.add_argument("--seed", type=int, default=6563)
+    parser.add_argument("--email-onay", type=float, default=0.7, help="share of contacts with an email ONAY")
+    parser.add_argument("--sms-onay", type=float, default=0.5, help="share of contacts with an SMS ONAY")
+    parser.add_argument("--withdrawn", type=float, default=0.1, help="share of those ONAYs later withdrawn")
+    parser.add_argument("--first-id", type=int, default=0, help="number of the first contact (C0000000)")
     args = parser.parse_args()
     rng = random.Random(args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -51,7 +55,7 @@ def main() -> None:
                            "city", "total_spent"])
         consents.writerow(["external_id", "channel", "status", "source", "consent_date", "proof"])
         events.writerow(["external_id", "event", "occurred_at", "event_id", "order_total"])
-        for i in range(args.contacts):
+        for i in range(args.first_id, args.first_id + args.contacts):
             first, last = rng.choice(FIRST), rng.choice(LAST)
             eid = f"C{i:07d}"
             email = f"{first.translate(ASCII).lower()}.{last.translate(ASCII).lower()}{i}@example.com"
@@ -59,14 +63,15 @@ def main() -> None:
             contacts.writerow([eid, first, last, email.upper() if i % 7 == 0 else email, phone(rng, i),
                                born.isoformat(), "en" if i % 20 == 0 else "tr", "vip" if i % 10 == 0 else "",
                                rng.choice(CITIES), f"{rng.randrange(50, 20000)}.{rng.randrange(100):02d}"])
-            for channel, share in (("email", 0.7), ("sms", 0.5)):
+            for channel, share in (("email", args.email_onay), ("sms", args.sms_onay)):
                 if rng.random() < share:
                     given = start + timedelta(minutes=rng.randrange(60 * 24 * 300))
                     consents.writerow([eid, channel, "ONAY", "HS_WEB", given.isoformat(), '{"form":"bench"}'])
-                    if rng.random() < 0.1:
+                    if rng.random() < args.withdrawn:
                         consents.writerow([eid, channel, "RET", "HS_WEB",
                                            (given + timedelta(days=rng.randrange(1, 30))).isoformat(), ""])
-            for n in range(int(args.events_per_contact + rng.random() - 0.5)):
+            # 0 to 2x the mean per contact, so the file has contacts × mean events in all
+            for n in range(rng.randint(0, round(2 * args.events_per_contact))):
                 when = start + timedelta(minutes=rng.randrange(60 * 24 * 320))
                 events.writerow([eid, "purchase", when.isoformat(), f"O{i:07d}-{n}", rng.randrange(100, 5000)])
     print(f"wrote {args.contacts} contacts to {args.out}")
