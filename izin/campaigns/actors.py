@@ -106,14 +106,17 @@ def send_many(actor: Any, ids: Iterable[int]) -> int:
     for delivery_id in ids:
         batch.append(actor.message(delivery_id))
         if len(batch) == PIPELINE_MESSAGES:
-            count += _enqueue_pipelined(broker, batch)
+            count += enqueue_messages(broker, batch)
             batch = []
-    return count + (_enqueue_pipelined(broker, batch) if batch else 0)
+    return count + (enqueue_messages(broker, batch) if batch else 0)
 
 
-def _enqueue_pipelined(broker: Any, messages: list[Any]) -> int:
-    # the arguments of RedisBroker._dispatch("enqueue"), sent through one pipeline; middleware
-    # sees every message as it would through broker.enqueue
+def enqueue_messages(broker: Any, messages: list[Any]) -> int:
+    """Enqueue dramatiq messages on a RedisBroker through one pipeline; return how many.
+
+    The arguments are those RedisBroker._dispatch("enqueue") sends (tests/campaigns/test_distributed.py
+    drains such messages with real workers); middleware sees every message as through broker.enqueue.
+    """
     from dramatiq.common import current_millis
 
     pipe = broker.client.pipeline(transaction=False)
@@ -125,8 +128,8 @@ def _enqueue_pipelined(broker: Any, messages: list[Any]) -> int:
         broker.emit_before("enqueue", message, None)
         dispatch(keys=keys, client=pipe, args=[
             "enqueue", current_millis(), message.queue_name, broker.broker_id, broker.heartbeat_timeout,
-            broker.dead_message_ttl, broker._should_do_maintenance("enqueue"), broker._max_unpack_size(), message.options["redis_message_id"],
-            message.encode()])
+            broker.dead_message_ttl, broker._should_do_maintenance("enqueue"), broker._max_unpack_size(),
+            message.options["redis_message_id"], message.encode()])
         sent.append(message)
     pipe.execute()
     for message in sent:

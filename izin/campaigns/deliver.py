@@ -65,15 +65,19 @@ def claim(db: Database, delivery_id: int, now: datetime) -> datetime | None:
     Returns the lease's end, which is also this claim's token: only the holder of the current
     lease may record the outcome, so a worker whose lease ran out cannot overwrite its successor.
     """
-    lease = now + LEASE
     with db.session() as session:
-        result = session.execute(update(Delivery).where(
-            Delivery.id == delivery_id,
-            or_(and_(Delivery.status == "scheduled", Delivery.due_at <= now),
-                and_(Delivery.status == "deferred", Delivery.next_attempt_at <= now),
-                and_(Delivery.status == "sending", Delivery.lease_until < now)),
-        ).values(status="sending", lease_until=lease, updated_at=now))
-        return lease if result.rowcount == 1 else None
+        return None if _claim(session, delivery_id, now) is None else now + LEASE
+
+
+def _claim(session: Any, delivery_id: int, now: datetime) -> Delivery | None:
+    """The claimed delivery, loaded by the claim itself (UPDATE ... RETURNING), or None."""
+    return session.scalars(update(Delivery).where(
+        Delivery.id == delivery_id,
+        or_(and_(Delivery.status == "scheduled", Delivery.due_at <= now),
+            and_(Delivery.status == "deferred", Delivery.next_attempt_at <= now),
+            and_(Delivery.status == "sending", Delivery.lease_until < now)),
+    ).values(status="sending", lease_until=now + LEASE, updated_at=now).returning(Delivery),
+        execution_options={"synchronize_session": False}).one_or_none()
 
 
 def _finish(db: Database, delivery_id: int, lease: datetime, now: datetime, **values: Any) -> None:
@@ -93,6 +97,52 @@ def rate_limiter(settings: Settings, channel: str) -> Any:
     # whole messages per whole seconds: 0.5/s is 1 message per 2 s
     limit, window_s = (int(rate), 1) if rate >= 1 else (1, round(1 / rate))
     return WindowRateLimiter(backend, f"izin-rate-{channel}", limit=limit, window=window_s)
+
+
+@dataclass(frozen=True)
+class Stop:
+    """Why the re-check at the moment of sending stops a delivery, and until when."""
+
+    status: str
+    reason: str
+    retry_at: datetime | None = None
+
+
+def recheck(session: Any, settings: Settings, delivery: Delivery, contact: Contact, campaign: spec.Campaign,
+            now: datetime) -> str | Stop:
+    """The gate right before the adapter is called (invariant 2): consent, frequency cap, bounces
+    and the send window, judged at `now`. Returns the address to send to, or why not.
+
+    A commercial delivery that passes is bound to the consent event that allowed it.
+    """
+    if delivery.commercial:
+        iys = settings.iys
+        decision = may_send(session, contact, delivery.channel, now,
+                            require_iys_accepted=iys is not None and iys.require_accepted)
+        if decision.reason == IYS_PENDING:
+            # an ONAY İYS has not accepted yet may be accepted soon: wait, do not drop
+            return Stop("deferred", IYS_PENDING, now + ACCOUNT_RETRY)
+        if not decision.allowed:
+            return Stop("suppressed", "consent_withdrawn" if decision.status == "RET" else decision.reason or "no_consent")
+        delivery.consent_event_id, delivery.basis = decision.event_id, decision.basis
+        recipient = decision.recipient
+        caps = caps_for(campaign, settings, delivery.campaign_id)
+        over = [cap for cap in caps if cap_counts(session, [contact.id], now - cap[1], now, cap[2],
+                                                  _SENT_OR_SENDING, exclude_id=delivery.id)[contact.id] >= cap[0]]
+        if over:
+            return Stop("deferred", "frequency_cap", cap_release(session, contact.id, over, now, _SENT_OR_SENDING))
+    else:
+        recipient = usable_address(contact, delivery.channel)
+        if recipient is None:
+            return Stop("suppressed", "no_address")
+    if is_undeliverable(session, recipient, delivery.channel):
+        return Stop("suppressed", "undeliverable")
+    tz = ZoneInfo(contact.timezone or settings.policy.timezone)
+    start, end = settings.policy.window_local
+    if not in_window(now, tz, start, end):
+        return Stop("deferred", "send_window", next_open(now, tz, start, end))
+    assert recipient is not None
+    return recipient
 
 
 class Sender:
@@ -149,13 +199,10 @@ class Sender:
             if channel is not None:
                 self._throttle(channel)
         now = self.now()
-        lease = claim(self.db, delivery_id, now)
-        if lease is None:
-            return Outcome("skipped")
         prepared = self._prepare(delivery_id, now)
         if isinstance(prepared, Outcome):
             return prepared
-        message = prepared
+        lease, message = prepared
         try:
             receipt = self.adapter(message.channel).send(message)  # the duplicate window: see the docstring
         except TransientChannelError as exc:
@@ -206,51 +253,35 @@ class Sender:
                 next_attempt_at=now + delay)
         return Outcome("deferred", reason, detail)
 
-    def _prepare(self, delivery_id: int, now: datetime) -> OutgoingMessage | Outcome:
-        """Re-check consent, cap and window and render, recording any outcome that stops the send."""
+    def _prepare(self, delivery_id: int, now: datetime) -> tuple[datetime, OutgoingMessage] | Outcome:
+        """Claim, re-check consent, cap and window, and render, in one transaction; record any
+        outcome that stops the send. Returns the lease and the message to send.
+
+        The transaction's commit need not wait for the disk (PostgreSQL): if the database loses
+        it in a crash, the delivery is as it was before the claim and is simply taken again; a
+        stopping outcome (suppressed, deferred) is decided again from durable evidence.
+        """
         from izin.campaigns.render import RenderError, build_context, promotion_in, render
 
-        with self.db.session() as session:
-            delivery = session.get(Delivery, delivery_id)
-            assert delivery is not None
-            contact = session.get(Contact, delivery.contact_id)
-            row = session.get(CampaignRow, delivery.campaign_id)
+        with self.db.session(durable=False) as session:
+            delivery = _claim(session, delivery_id, now)
+            if delivery is None:
+                return Outcome("skipped")
+            lease = delivery.lease_until
+            # one round trip for both rows (a join on two primary keys)
+            contact, row = session.execute(select(Contact, CampaignRow).join(
+                CampaignRow, CampaignRow.id == delivery.campaign_id).where(Contact.id == delivery.contact_id)).one()
             campaign = self._campaign(row)
-            tz = ZoneInfo(contact.timezone or self.settings.policy.timezone)
 
             def stop(status: str, reason: str, detail: str | None = None, retry_at: datetime | None = None) -> Outcome:
                 delivery.status, delivery.reason, delivery.detail = status, reason, detail
                 delivery.next_attempt_at, delivery.lease_until, delivery.updated_at = retry_at, None, now
                 return Outcome(status, reason, detail)
 
-            recipient = delivery.recipient
-            if delivery.commercial:
-                iys = self.settings.iys
-                decision = may_send(session, contact, delivery.channel, now,
-                                    require_iys_accepted=iys is not None and iys.require_accepted)
-                if decision.reason == IYS_PENDING:
-                    # an ONAY İYS has not accepted yet may be accepted soon: wait, do not drop
-                    return stop("deferred", IYS_PENDING, retry_at=now + ACCOUNT_RETRY)
-                if not decision.allowed:
-                    reason = "consent_withdrawn" if decision.status == "RET" else decision.reason or "no_consent"
-                    return stop("suppressed", reason)
-                delivery.consent_event_id, delivery.basis = decision.event_id, decision.basis
-                recipient = decision.recipient
-                caps = caps_for(campaign, self.settings, row.id)
-                over = [cap for cap in caps if cap_counts(session, [contact.id], now - cap[1], now, cap[2],
-                                                          _SENT_OR_SENDING, exclude_id=delivery.id)[contact.id] >= cap[0]]
-                if over:
-                    release = cap_release(session, contact.id, over, now, _SENT_OR_SENDING)
-                    return stop("deferred", "frequency_cap", retry_at=release)
-            else:
-                recipient = usable_address(contact, delivery.channel)
-                if recipient is None:
-                    return stop("suppressed", "no_address")
-            if is_undeliverable(session, recipient, delivery.channel):
-                return stop("suppressed", "undeliverable")
-            start, end = self.settings.policy.window_local
-            if not in_window(now, tz, start, end):
-                return stop("deferred", "send_window", retry_at=next_open(now, tz, start, end))
+            checked = recheck(session, self.settings, delivery, contact, campaign, now)
+            if isinstance(checked, Stop):
+                return stop(checked.status, checked.reason, retry_at=checked.retry_at)
+            recipient = checked
             delivery.recipient = recipient
             # attempts count calls to the provider, not deferrals by window or cap
             delivery.attempts += 1
@@ -279,7 +310,7 @@ class Sender:
                 if promotion:
                     return stop("failed", "promotion", f"a transactional message may not carry promotions: "
                                                        f"'{promotion}'")
-            return OutgoingMessage(
+            return lease, OutgoingMessage(
                 delivery_id=delivery.id, channel=delivery.channel, to=recipient, commercial=delivery.commercial,
                 recipient_type=contact.recipient_type, subject=rendered.subject, html=rendered.html,
                 text=rendered.text, from_name=self.settings.sender.name or None,

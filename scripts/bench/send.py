@@ -1,0 +1,348 @@
+"""End-to-end sending: izin's workers against the raw stack, through Redis, to the same sinks.
+
+    python scripts/bench/send.py --deliveries 100000 [--database postgresql|sqlite] [--profile]
+
+izin: N deliveries of a `once` campaign (80% email, 20% SMS) scheduled into the database, enqueued
+in one tick, and sent by `izin worker --processes 2` (dramatiq on Redis): claim, consent re-check,
+cap and window, render, SMTP or HTTP SMS, record. The raw stack: a plain dramatiq actor
+(raw_actor.py, 2 processes) sending the same number of pre-rendered emails with smtplib to the same
+SMTP sink. Both enqueue through one Redis pipeline and are timed from the first enqueue to the last
+accepted message; latency is from enqueue (the moment a tick finds the delivery due) to accepted.
+Also: the send gate's cost per message (consent + cap + window), in-process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(BENCH))
+
+from sinks import free_port, start_http_sink, start_smtp_sink  # noqa: E402
+
+#: the Redis database the benchmark owns (flushed before each run)
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
+SENDER_TOML = """[sender]
+name = "Örnek Ticaret A.Ş."
+mersis = "0123456789000015"
+phone = "+90 212 555 00 00"
+email = "destek@ornek.com.tr"
+sms_header = "ORNEKTIC"
+sms_optout = "RET yazip 4609'a gonderin"
+"""
+HTML = ("<p>Merhaba {{ contact.first_name }},</p><p>Efsane Cuma'da tüm ürünlerde %{{ coupon.percent }} "
+        "indirim: kodunuz <b>{{ coupon.code }}</b>, {{ coupon.expires_on }} tarihine kadar geçerli.</p>")
+CAMPAIGN = """name: bench-send
+trigger: {{type: once, at: "{at}"}}
+channels: [email, sms]
+coupon: {{prefix: EFSANE, percent: 20, valid_days: 7}}
+content:
+  email:
+    subject: "{{{{ contact.first_name }}}}, Efsane Cuma başladı"
+    html_inline: "{html}"
+  sms:
+    text: "{{{{ contact.first_name }}}}, Efsane Cuma: {{{{ coupon.code }}}} ile %{{{{ coupon.percent }}}} indirim."
+"""
+
+
+def percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))] if ordered else float("nan")
+
+
+def _flush_redis() -> Any:
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    client.flushdb()
+    return client
+
+
+def _wait_for_workers(client: Any, processes: int, timeout_s: float = 60) -> None:
+    """Until `processes` dramatiq consumers beat in Redis (the worker has imported and started)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if client.zcard("dramatiq:__heartbeats__") >= processes:
+            time.sleep(1.0)
+            return
+        time.sleep(0.2)
+    raise RuntimeError("the worker processes did not start")
+
+
+def _stop(process: subprocess.Popen[Any]) -> None:
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        os.killpg(process.pid, signal.SIGKILL)
+
+
+def seed(url: str, work: Path, contacts: int, now: datetime) -> Path:
+    """Contacts with consent through izin's own imports, and the campaign's YAML; return its path."""
+    from izin.consent.consent_import import import_consents
+    from izin.consent.contacts import import_contacts
+    from izin.db import Database, upgrade
+
+    subprocess.run([sys.executable, str(BENCH / "generate.py"), "--contacts", str(contacts), "--out", str(work),
+                    "--email-onay", "0.8", "--sms-onay", "1.0", "--withdrawn", "0", "--events-per-contact", "0"],
+                   check=True, stdout=subprocess.DEVNULL)
+    db = Database(url)
+    upgrade(db)
+    import_contacts(db, str(work / "contacts.csv"), now)
+    import_consents(db, str(work / "consents.csv"), now, now.tzinfo)  # type: ignore[arg-type]
+    db.dispose()
+    path = work / "bench-send.yaml"
+    path.write_text(CAMPAIGN.format(at=(now - timedelta(minutes=1)).isoformat(), html=HTML.replace('"', '\\"')),
+                    encoding="utf-8")
+    return path
+
+
+def _settings(work: Path, url: str, smtp_port: int, http_port: int) -> Path:
+    config = work / "izin.toml"
+    config.write_text(SENDER_TOML + f"""[database]
+url = "{url}"
+[broker]
+url = "{REDIS_URL}"
+[web]
+secret_key = "bench-secret-key"
+[channels.email]
+url = "smtp://127.0.0.1:{smtp_port}?from=kampanya@ornek.com.tr&timeout=10"
+[channels.sms]
+url = "webhook://127.0.0.1:{http_port}/send"
+[policy]
+send_window = "00:00-24:00"
+frequency_cap = "100/1d"
+""", encoding="utf-8")
+    return config
+
+
+def engine(url: str, work: Path, campaign: Path, smtp_port: int, http_port: int, processes: int, threads: int,
+           profile: bool) -> dict[str, Any]:
+    """Schedule, enqueue in one tick, and time `izin worker` until every delivery is settled."""
+    from sqlalchemy import func, select
+
+    from izin.campaigns import actors
+    from izin.campaigns.models import Delivery
+    from izin.campaigns.runner import enqueue_due
+    from izin.campaigns.schedule import schedule_campaign
+    from izin.campaigns.spec import load_campaign
+    from izin.clock import now as clock_now
+    from izin.config import load_settings
+    from izin.db import Database
+
+    config = _settings(work, url, smtp_port, http_port)
+    settings = load_settings(str(config))
+    db = Database(url)
+    with db.session() as session:
+        due = schedule_campaign(session, load_campaign(str(campaign)), settings, clock_now(), clock_now()).created
+    client = _flush_redis()
+    env = {**os.environ, "IZIN_CONFIG": str(config)}
+    env.pop("IZIN_NOW", None)
+    worker = subprocess.Popen([sys.executable, "-m", "izin", "worker", "--processes", str(processes),
+                               "--threads", str(threads)], cwd=work, env=env, start_new_session=True,
+                              stdout=subprocess.DEVNULL, stderr=open(work / "worker.log", "w"))
+    spy = None
+    try:
+        _wait_for_workers(client, processes)
+        actors.configure(settings)
+        started = time.time()
+        enqueued = enqueue_due(db, datetime.now(timezone.utc))
+        if profile:
+            spy = _py_spy(work, worker.pid)
+        settled = 0
+        while settled < due:
+            time.sleep(0.5)
+            with db.session() as session:
+                settled = session.scalar(select(func.count()).where(Delivery.status.not_in(("scheduled", "sending")))
+                                         .select_from(Delivery))
+            if worker.poll() is not None:
+                raise RuntimeError(f"izin worker exited {worker.returncode}; see {work / 'worker.log'}")
+    finally:
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)
+            spy.wait(timeout=60)
+        _stop(worker)
+        actors.reset()
+    with db.session() as session:
+        rows = session.execute(select(Delivery.status, Delivery.channel, Delivery.sent_at)).all()
+    db.dispose()
+    sent = [r for r in rows if r.status == "sent"]
+    finished = max(r.sent_at for r in sent).timestamp()
+    latencies = [r.sent_at.timestamp() - started for r in sent]
+    result = {"deliveries": due, "enqueued": enqueued, "sent": len(sent),
+              "email": sum(1 for r in sent if r.channel == "email"), "sms": sum(1 for r in sent if r.channel == "sms"),
+              "not_sent": len(rows) - len(sent), "seconds": finished - started,
+              "per_s": len(sent) / (finished - started), "p50_s": percentile(latencies, 0.5),
+              "p99_s": percentile(latencies, 0.99)}
+    if spy is not None:
+        result["profile"] = str(work / "py-spy.txt")
+    return result
+
+
+def _py_spy(work: Path, pid: int) -> subprocess.Popen[Any] | None:
+    """py-spy over the worker and its children for the rest of the run (collapsed stacks)."""
+    try:
+        return subprocess.Popen(["py-spy", "record", "--pid", str(pid), "--subprocesses", "--format", "raw",
+                                 "--rate", "50", "-o", str(work / "py-spy.txt")], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+    except FileNotFoundError:
+        print("py-spy is not installed (pip install py-spy): no profile", file=sys.stderr)
+        return None
+
+
+def raw(count: int, smtp_port: int, processes: int, threads: int, work: Path) -> dict[str, Any]:
+    """The same number of pre-rendered emails through a plain dramatiq actor and smtplib."""
+    from email.mime.text import MIMEText
+
+    from dramatiq.brokers.redis import RedisBroker
+    from jinja2 import Template
+
+    from izin.campaigns.actors import enqueue_messages
+
+    client = _flush_redis()
+    template = Template(HTML)
+    messages = []
+    for i in range(count):
+        mime = MIMEText(template.render(contact={"first_name": "Ayşe"},
+                                        coupon={"percent": 20, "code": f"EFSANE-{i:08d}", "expires_on": "2026-12-08"}),
+                        "html", "utf-8")
+        mime["Subject"], mime["From"], mime["To"] = "Ayşe, Efsane Cuma başladı", "kampanya@ornek.com.tr", \
+            f"c{i}@example.com"
+        messages.append((f"c{i}@example.com", mime.as_string()))
+    env = {**os.environ, "BENCH_REDIS_URL": REDIS_URL, "BENCH_SMTP_PORT": str(smtp_port),
+           "dramatiq_queue_prefetch": "200", "PYTHONPATH": str(BENCH)}
+    worker = subprocess.Popen([sys.executable, "-m", "dramatiq", "raw_actor", "--processes", str(processes),
+                               "--threads", str(threads)], cwd=BENCH, env=env, start_new_session=True,
+                              stdout=subprocess.DEVNULL, stderr=open(work / "raw-worker.log", "w"))
+    try:
+        _wait_for_workers(client, processes)
+        broker = RedisBroker(url=REDIS_URL)
+        import dramatiq
+
+        actor = dramatiq.Actor(lambda *a: None, actor_name="raw_send", queue_name="bench-raw", broker=broker,
+                               priority=0, options={})
+        started = time.time()
+        for start in range(0, count, 1_000):
+            enqueue_messages(broker, [actor.message("kampanya@ornek.com.tr", to, text, time.time())
+                                      for to, text in messages[start:start + 1_000]])
+        while client.llen("bench:raw:done") < count:
+            time.sleep(0.2)
+            if worker.poll() is not None:
+                raise RuntimeError(f"the raw worker exited {worker.returncode}; see {work / 'raw-worker.log'}")
+    finally:
+        _stop(worker)
+    done = [tuple(map(float, item.split(b","))) for item in client.lrange("bench:raw:done", 0, -1)]
+    finished = max(accepted for _, accepted in done)
+    latencies = [accepted - started for _, accepted in done]
+    return {"sent": len(done), "seconds": finished - started, "per_s": len(done) / (finished - started),
+            "p50_s": percentile(latencies, 0.5), "p99_s": percentile(latencies, 0.99)}
+
+
+def gate_cost(url: str, samples: int = 2_000) -> dict[str, float]:
+    """Microseconds per message of the worker's re-check (consent, frequency cap, window)."""
+    from sqlalchemy import select
+
+    from izin.campaigns.deliver import recheck
+    from izin.campaigns.models import Campaign, Delivery
+    from izin.campaigns.spec import parse_campaign
+    from izin.config import Settings
+    from izin.consent.models import Contact
+    from izin.db import Database
+
+    db = Database(url)
+    settings = Settings.model_validate({"policy": {"send_window": "00:00-24:00", "frequency_cap": "100/1d"}})
+    now = datetime.now(timezone.utc)
+    with db.session() as session:
+        rows = session.execute(select(Delivery, Contact).join(Contact, Contact.id == Delivery.contact_id)
+                               .limit(samples)).all()
+        row = session.scalar(select(Campaign))
+        campaign = parse_campaign(row.spec_yaml)
+        started = time.perf_counter()
+        for delivery, contact in rows:
+            recheck(session, settings, delivery, contact, campaign, now)
+        elapsed = time.perf_counter() - started
+        session.rollback()
+    db.dispose()
+    return {"samples": len(rows), "us_per_message": elapsed / max(1, len(rows)) * 1e6}
+
+
+def run(url: str, deliveries: int, processes: int = 2, threads: int = 8, profile: bool = False,
+        work: Path | None = None) -> dict[str, Any]:
+    """The whole comparison on one database URL; the sinks live for the run."""
+    from izin.clock import now as clock_now
+
+    work = work or Path(tempfile.mkdtemp(prefix="izin-send-"))
+    smtp_port, http_port = free_port(), free_port()
+    smtp, sink_name = start_smtp_sink(smtp_port)
+    http = start_http_sink(http_port)
+    try:
+        started = time.perf_counter()
+        campaign = seed(url, work, deliveries, clock_now())
+        print(f"seeded {deliveries:,} contacts in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+        izin = engine(url, work, campaign, smtp_port, http_port, processes, threads, profile)
+        print(f"izin: {izin}", file=sys.stderr)
+        baseline = raw(izin["email"], smtp_port, processes, threads, work)
+        print(f"raw: {baseline}", file=sys.stderr)
+        gate = gate_cost(url)
+    finally:
+        for process in (smtp, http):
+            process.terminate()
+            process.wait(timeout=10)
+    return {"sink": sink_name, "processes": processes, "threads": threads, "izin": izin, "raw": baseline,
+            "gate": gate, "ratio": izin["per_s"] / baseline["per_s"]}
+
+
+def _database_url(kind: str, work: Path) -> tuple[str, Any]:
+    """A fresh database of that kind, and how to drop it afterwards."""
+    if kind == "sqlite":
+        return f"sqlite:///{work / 'send.db'}", lambda: None
+    import uuid
+
+    from sqlalchemy import create_engine, text
+
+    base = os.environ.get("BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+    schema = f"bench_send_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(base)
+    with admin.begin() as conn:
+        conn.execute(text(f"create schema {schema}"))
+
+    def drop() -> None:
+        with admin.begin() as conn:
+            conn.execute(text(f"drop schema {schema} cascade"))
+        admin.dispose()
+
+    return f"{base}?options=-csearch_path%3D{schema}", drop
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--deliveries", type=int, default=10_000)
+    parser.add_argument("--database", choices=("postgresql", "sqlite"), default="postgresql")
+    parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument("--profile", action="store_true", help="py-spy the izin workers (collapsed stacks)")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="izin-send-"))
+    url, drop = _database_url(args.database, work)
+    try:
+        result = run(url, args.deliveries, args.processes, args.threads, args.profile, work)
+    finally:
+        drop()
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
