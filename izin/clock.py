@@ -35,7 +35,8 @@ ISTANBUL = ZoneInfo("Europe/Istanbul")
 
 def iso_utc(value: datetime) -> str:
     """A fixed-width UTC form (microseconds, Z): the canonical encoding the ledger hashes."""
-    return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # isoformat writes the same as strftime("%Y-%m-%dT%H:%M:%S.%fZ") for years 1000-9999, faster
+    return value.astimezone(timezone.utc).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def iso_istanbul(value: datetime) -> str:

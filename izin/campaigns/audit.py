@@ -39,13 +39,16 @@ def delivery_records(session: Session, since: datetime | None = None, until: dat
         query = query.where(d.created_at < until)
     if contact is not None:
         query = query.where(Contact.external_id == contact)
-    for row in session.execute(query.execution_options(yield_per=PAGE_ROWS)):
+    # tuples unpacked, not rows read by name: this loop runs once per record of the whole log
+    for (delivery_id, campaign, external_id, channel, recipient, occurrence, status, reason, consent_event_id,
+         basis, due_at, sent_at, provider_id, coupon_code) \
+            in session.connection().execute(query.execution_options(yield_per=PAGE_ROWS)):
         yield {
-            "kind": "delivery", "id": row.id, "campaign": row.campaign, "contact": row.external_id,
-            "channel": row.channel, "recipient": row.recipient, "occurrence": row.occurrence,
-            "status": row.status, "reason": row.reason, "consent_event_id": row.consent_event_id,
-            "basis": row.basis, "scheduled_for": _iso(row.due_at), "sent_at": _iso(row.sent_at),
-            "provider_id": row.provider_id, "coupon_code": row.coupon_code,
+            "kind": "delivery", "id": delivery_id, "campaign": campaign, "contact": external_id,
+            "channel": channel, "recipient": recipient, "occurrence": occurrence,
+            "status": status, "reason": reason, "consent_event_id": consent_event_id,
+            "basis": basis, "scheduled_for": _iso(due_at), "sent_at": _iso(sent_at),
+            "provider_id": provider_id, "coupon_code": coupon_code,
         }
 
 

@@ -10,11 +10,11 @@ The current-state table is updated in the same transaction; the events remain th
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import orjson
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
@@ -47,7 +47,9 @@ def canonical(event: ConsentEvent) -> bytes:
         "iys_uploadable": event.iys_uploadable,
         "prev_hash": event.prev_hash,
     }
-    return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    # byte for byte what json.dumps(sort_keys=True, separators=(",", ":"), ensure_ascii=False) writes
+    # (tests/consent/test_ledger_canonical.py holds them equal), several times faster
+    return orjson.dumps(document, option=orjson.OPT_SORT_KEYS)
 
 
 def event_hash(event: ConsentEvent) -> str:
