@@ -175,9 +175,7 @@ def _rounds(session: Session, campaign: spec.Campaign, started_at: datetime, set
             last = rows[-1].id
     found: list[Candidate] = []
     if isinstance(trigger, spec.BirthdayTrigger):
-        query = select(*_CONTACT_COLUMNS, Contact.birthday, in_audience).where(
-            or_(*(birthday_filter(month, day, include_feb29=False) for month, day in sorted(local_days(at)))))
-        for row in session.execute(query):
+        for row in session.execute(birthday_query(in_audience, at)):
             due = birthday_due(row.birthday, _tz(row, policy_tz), trigger.send_time, at)
             if due is None:
                 continue
@@ -210,6 +208,12 @@ def _rounds(session: Session, campaign: spec.Campaign, started_at: datetime, set
         rounds.setdefault(position[candidate.contact.id] // _CHUNK, []).append(candidate)
     for index in sorted(rounds):
         yield _Round(rounds[index])
+
+
+def birthday_query(in_audience: Any, at: datetime) -> Any:
+    """The contacts born on a day that is `at`'s date somewhere: read through the (month, day) index."""
+    return select(*_CONTACT_COLUMNS, Contact.birthday, in_audience).where(
+        or_(*(birthday_filter(month, day, include_feb29=False) for month, day in sorted(local_days(at)))))
 
 
 def _existing(session: Session, campaign_id: int, round_: _Round) -> set[tuple[int, str]]:

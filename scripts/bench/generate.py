@@ -43,16 +43,19 @@ def main() -> None:
     parser.add_argument("--sms-onay", type=float, default=0.5, help="share of contacts with an SMS ONAY")
     parser.add_argument("--withdrawn", type=float, default=0.1, help="share of those ONAYs later withdrawn")
     parser.add_argument("--first-id", type=int, default=0, help="number of the first contact (C0000000)")
+    parser.add_argument("--wave", type=int, default=2_000, help="contacts C0000000... with the attribute wave=1")
     args = parser.parse_args()
     rng = random.Random(args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
     start = datetime(2025, 1, 1, tzinfo=timezone.utc)
+    # purchases over the 320 days before the benchmark's instant, so a follow-up tick finds a day's worth
+    last_purchase = datetime(2026, 11, 24, 9, 0, tzinfo=timezone.utc)
     with (args.out / "contacts.csv").open("w", newline="", encoding="utf-8") as c, \
          (args.out / "consents.csv").open("w", newline="", encoding="utf-8") as k, \
          (args.out / "events.csv").open("w", newline="", encoding="utf-8") as e:
         contacts, consents, events = csv.writer(c), csv.writer(k), csv.writer(e)
         contacts.writerow(["external_id", "first_name", "last_name", "email", "phone", "birthday", "locale", "tags",
-                           "city", "total_spent"])
+                           "city", "total_spent", "wave"])
         consents.writerow(["external_id", "channel", "status", "source", "consent_date", "proof"])
         events.writerow(["external_id", "event", "occurred_at", "event_id", "order_total"])
         for i in range(args.first_id, args.first_id + args.contacts):
@@ -62,7 +65,9 @@ def main() -> None:
             born = date(1950, 1, 1) + timedelta(days=rng.randrange(365 * 55))
             contacts.writerow([eid, first, last, email.upper() if i % 7 == 0 else email, phone(rng, i),
                                born.isoformat(), "en" if i % 20 == 0 else "tr", "vip" if i % 10 == 0 else "",
-                               rng.choice(CITIES), f"{rng.randrange(50, 20000)}.{rng.randrange(100):02d}"])
+                               rng.choice(CITIES), f"{rng.randrange(50, 20000)}.{rng.randrange(100):02d}",
+                               # the first contacts form a fixed audience, the same at every base size
+                               1 if i < args.wave else 0])
             for channel, share in (("email", args.email_onay), ("sms", args.sms_onay)):
                 if rng.random() < share:
                     given = start + timedelta(minutes=rng.randrange(60 * 24 * 300))
@@ -72,7 +77,7 @@ def main() -> None:
                                            (given + timedelta(days=rng.randrange(1, 30))).isoformat(), ""])
             # 0 to 2x the mean per contact, so the file has contacts × mean events in all
             for n in range(rng.randint(0, round(2 * args.events_per_contact))):
-                when = start + timedelta(minutes=rng.randrange(60 * 24 * 320))
+                when = last_purchase - timedelta(minutes=rng.randrange(60 * 24 * 320))
                 events.writerow([eid, "purchase", when.isoformat(), f"O{i:07d}-{n}", rng.randrange(100, 5000)])
     print(f"wrote {args.contacts} contacts to {args.out}")
 

@@ -22,6 +22,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -132,11 +134,10 @@ frequency_cap = "100/1d"
 def engine(url: str, work: Path, campaign: Path, smtp_port: int, http_port: int, processes: int, threads: int,
            profile: bool) -> dict[str, Any]:
     """Schedule, enqueue in one tick, and time `izin worker` until every delivery is settled."""
-    from sqlalchemy import func, select
+    from sqlalchemy import func, select, update
 
     from izin.campaigns import actors
     from izin.campaigns.models import Delivery
-    from izin.campaigns.runner import enqueue_due
     from izin.campaigns.schedule import schedule_campaign
     from izin.campaigns.spec import load_campaign
     from izin.clock import now as clock_now
@@ -147,7 +148,10 @@ def engine(url: str, work: Path, campaign: Path, smtp_port: int, http_port: int,
     settings = load_settings(str(config))
     db = Database(url)
     with db.session() as session:
-        due = schedule_campaign(session, load_campaign(str(campaign)), settings, clock_now(), clock_now()).created
+        ids = schedule_campaign(session, load_campaign(str(campaign)), settings, clock_now(), clock_now()).ids
+    due = len(ids)
+    with db.session() as session:
+        campaign_id = session.scalar(select(Delivery.campaign_id).where(Delivery.id == ids[0])) if ids else None
     client = _flush_redis()
     env = {**os.environ, "IZIN_CONFIG": str(config)}
     env.pop("IZIN_NOW", None)
@@ -159,15 +163,19 @@ def engine(url: str, work: Path, campaign: Path, smtp_port: int, http_port: int,
         _wait_for_workers(client, processes)
         actors.configure(settings)
         started = time.time()
-        enqueued = enqueue_due(db, datetime.now(timezone.utc))
+        # what a scheduler tick does, for this campaign's deliveries only (the base may hold others)
+        with db.session() as session:
+            session.execute(update(Delivery).where(Delivery.id.in_(ids)).values(enqueued_at=datetime.now(timezone.utc)))
+        enqueued = actors.send_many(actors.send_delivery, ids)
         if profile:
             spy = _py_spy(work, worker.pid)
         settled = 0
         while settled < due:
             time.sleep(0.5)
             with db.session() as session:
-                settled = session.scalar(select(func.count()).where(Delivery.status.not_in(("scheduled", "sending")))
-                                         .select_from(Delivery))
+                settled = session.scalar(select(func.count()).where(
+                    Delivery.campaign_id == campaign_id, Delivery.status.not_in(("scheduled", "sending")))
+                    .select_from(Delivery))
             if worker.poll() is not None:
                 raise RuntimeError(f"izin worker exited {worker.returncode}; see {work / 'worker.log'}")
     finally:
@@ -177,7 +185,8 @@ def engine(url: str, work: Path, campaign: Path, smtp_port: int, http_port: int,
         _stop(worker)
         actors.reset()
     with db.session() as session:
-        rows = session.execute(select(Delivery.status, Delivery.channel, Delivery.sent_at)).all()
+        rows = session.execute(select(Delivery.status, Delivery.channel, Delivery.sent_at)
+                               .where(Delivery.campaign_id == campaign_id)).all()
     db.dispose()
     sent = [r for r in rows if r.status == "sent"]
     finished = max(r.sent_at for r in sent).timestamp()
@@ -279,16 +288,28 @@ def gate_cost(url: str, samples: int = 2_000) -> dict[str, float]:
     return {"samples": len(rows), "us_per_message": elapsed / max(1, len(rows)) * 1e6}
 
 
-def run(url: str, deliveries: int, processes: int = 2, threads: int = 8, profile: bool = False,
-        work: Path | None = None) -> dict[str, Any]:
-    """The whole comparison on one database URL; the sinks live for the run."""
-    from izin.clock import now as clock_now
-
-    work = work or Path(tempfile.mkdtemp(prefix="izin-send-"))
+@contextmanager
+def sinks() -> Iterator[tuple[int, int, str]]:
+    """An SMTP sink and an HTTP SMS sink on loopback for the run: (smtp port, http port, sink name)."""
     smtp_port, http_port = free_port(), free_port()
     smtp, sink_name = start_smtp_sink(smtp_port)
     http = start_http_sink(http_port)
     try:
+        yield smtp_port, http_port, sink_name
+    finally:
+        for process in (smtp, http):
+            process.terminate()
+            process.wait(timeout=10)
+
+
+def run(url: str, deliveries: int, processes: int = 2, threads: int = 8, profile: bool = False,
+        work: Path | None = None) -> dict[str, Any]:
+    """The whole comparison on one (empty) database: seed, izin, the raw stack, the gate's cost."""
+    from izin.clock import now as clock_now
+
+    work = work or Path(tempfile.mkdtemp(prefix="izin-send-"))
+    work.mkdir(parents=True, exist_ok=True)
+    with sinks() as (smtp_port, http_port, sink_name):
         started = time.perf_counter()
         campaign = seed(url, work, deliveries, clock_now())
         print(f"seeded {deliveries:,} contacts in {time.perf_counter() - started:.0f} s", file=sys.stderr)
@@ -297,24 +318,43 @@ def run(url: str, deliveries: int, processes: int = 2, threads: int = 8, profile
         baseline = raw(izin["email"], smtp_port, processes, threads, work)
         print(f"raw: {baseline}", file=sys.stderr)
         gate = gate_cost(url)
-    finally:
-        for process in (smtp, http):
-            process.terminate()
-            process.wait(timeout=10)
     return {"sink": sink_name, "processes": processes, "threads": threads, "izin": izin, "raw": baseline,
             "gate": gate, "ratio": izin["per_s"] / baseline["per_s"]}
 
 
-def _database_url(kind: str, work: Path) -> tuple[str, Any]:
+WAVE = """name: {name}
+trigger: {{type: once, at: "{at}"}}
+audience: {{attribute: wave, eq: 1}}
+channels: [email, sms]
+content:
+  email: {{subject: "Merhaba {{{{ contact.first_name }}}}", html_inline: "<p>Merhaba {{{{ contact.first_name }}}}</p>"}}
+  sms: {{text: "Merhaba {{{{ contact.first_name }}}}"}}
+"""
+
+
+def run_wave(url: str, name: str, work: Path, processes: int = 2, threads: int = 8) -> dict[str, Any]:
+    """Send the fixed audience (attribute wave=1, the same contacts at every base size) on a base
+    that already exists: how sending costs when the contact table grows."""
+    from izin.clock import now as clock_now
+
+    work.mkdir(parents=True, exist_ok=True)
+    path = work / f"{name}.yaml"
+    path.write_text(WAVE.format(name=name, at=(clock_now() - timedelta(minutes=1)).isoformat()), encoding="utf-8")
+    with sinks() as (smtp_port, http_port, _):
+        return engine(url, work, path, smtp_port, http_port, processes, threads, profile=False)
+
+
+def database_url(kind: str, work: Path, base: str | None = None) -> tuple[str, Any]:
     """A fresh database of that kind, and how to drop it afterwards."""
+    work.mkdir(parents=True, exist_ok=True)
     if kind == "sqlite":
-        return f"sqlite:///{work / 'send.db'}", lambda: None
+        return f"sqlite:///{work / 'bench.db'}", lambda: None
     import uuid
 
     from sqlalchemy import create_engine, text
 
-    base = os.environ.get("BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-    schema = f"bench_send_{uuid.uuid4().hex[:8]}"
+    base = base or os.environ.get("BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+    schema = f"bench_{uuid.uuid4().hex[:8]}"
     admin = create_engine(base)
     with admin.begin() as conn:
         conn.execute(text(f"create schema {schema}"))
@@ -336,7 +376,7 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="py-spy the izin workers (collapsed stacks)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="izin-send-"))
-    url, drop = _database_url(args.database, work)
+    url, drop = database_url(args.database, work)
     try:
         result = run(url, args.deliveries, args.processes, args.threads, args.profile, work)
     finally:

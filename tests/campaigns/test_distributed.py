@@ -117,3 +117,34 @@ def test_scheduler_cli_tick_schedules_and_sends(crowd, tmp_path, monkeypatch):
     again = cli("scheduler", "--campaigns", str(folder), "--once")
     assert again.stdout == "tick 2026-11-24T12:00:00+03:00: 0 created, 0 handled\n"
     assert len(list((tmp_path / "outbox").iterdir())) == 2
+
+
+def test_pipelined_enqueue_gives_workers_every_message_once(redis_url, settings):
+    """send_many pushes through Redis pipelines (PIPELINE_MESSAGES at a time): messages arrive
+    whole, in order, each once, and a dramatiq worker runs them as if sent one by one."""
+    import dramatiq
+    import redis
+    from dramatiq.brokers.redis import RedisBroker
+
+    broker = RedisBroker(url=redis_url, namespace="izin-test-pipeline")
+    seen: list[int] = []
+    lock = threading.Lock()
+
+    def record(delivery_id: int) -> None:
+        with lock:
+            seen.append(delivery_id)
+
+    actor = dramatiq.Actor(record, broker=broker, actor_name="record", queue_name="pipeline", priority=0, options={})
+    ids = list(range(1, 2 * actors.PIPELINE_MESSAGES + 351))
+    assert actors.send_many(actor, ids) == len(ids)
+    client = redis.Redis.from_url(redis_url)
+    assert client.llen("izin-test-pipeline:pipeline") == len(ids)
+    worker = dramatiq.Worker(broker, worker_threads=1, worker_timeout=100)
+    worker.start()
+    try:
+        broker.join("pipeline", timeout=60_000)
+        worker.join()
+    finally:
+        worker.stop()
+    assert seen == ids
+    assert actors.send_many(actor, []) == 0
