@@ -27,7 +27,7 @@ from typing import ClassVar, Self
 from izin import clock
 from izin.channels.base import ChannelAdapter, ChannelKind, OutgoingMessage, Receipt, sms_size
 from izin.channels.errors import ChannelConfigError, PermanentChannelError, TransientChannelError
-from izin.channels.mime import build_email, is_bad_recipient, to_bytes
+from izin.channels.mime import build_email, is_bad_recipient
 
 __all__ = ["DEFAULT_FROM", "OutboxAdapter"]
 
@@ -75,8 +75,8 @@ class OutboxAdapter(ChannelAdapter):
             except ValueError as exc:  # a bad address, or a header with a line break
                 raise PermanentChannelError(f"delivery {message.delivery_id}: {exc}", adapter=self.scheme,
                                             address_invalid=is_bad_recipient(exc)) from None
-            path = self._write(f"{message.delivery_id}.eml", to_bytes(email))
-            return Receipt(provider_id=str(path), accepted_at=clock.now(), detail=str(email["Message-ID"]))
+            path = self._write(f"{message.delivery_id}.eml", email.data)
+            return Receipt(provider_id=str(path), accepted_at=clock.now(), detail=email.message_id)
         encoding, segments = sms_size(message)
         record = {
             "delivery_id": message.delivery_id,

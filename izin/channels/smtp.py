@@ -37,7 +37,7 @@ from izin import clock
 from izin.channels.base import ChannelAdapter, ChannelKind, OutgoingMessage, Receipt, UrlParts
 from izin.channels.errors import (ChannelAccountError, ChannelError, PermanentChannelError,
                                   TransientChannelError)
-from izin.channels.mime import build_email, is_bad_recipient, to_bytes
+from izin.channels.mime import build_email, is_bad_recipient
 
 __all__ = ["DEFAULT_TIMEOUT_S", "SmtpAdapter", "SmtpsAdapter"]
 
@@ -118,15 +118,14 @@ class SmtpAdapter(ChannelAdapter):
         if not from_addr:
             raise ChannelAccountError(f"no From address: add ?from=ADDRESS to {self.redacted_url()}",
                                       adapter=self.scheme)
+        utf8 = not (from_addr.isascii() and message.to.isascii())
         try:
-            email = build_email(message, from_addr)
+            email = build_email(message, from_addr, utf8=utf8)
         except ValueError as exc:
             raise PermanentChannelError(f"delivery {message.delivery_id}: {exc}", adapter=self.scheme,
                                         address_invalid=is_bad_recipient(exc)) from None
-        utf8 = not (from_addr.isascii() and message.to.isascii())
-        data = to_bytes(email, utf8=utf8)
-        code, reply = self._transaction(from_addr, message.to, data, utf8)
-        return Receipt(provider_id=str(email["Message-ID"]), accepted_at=clock.now(),
+        code, reply = self._transaction(from_addr, message.to, email.data, utf8)
+        return Receipt(provider_id=email.message_id, accepted_at=clock.now(),
                        detail=f"{code} {reply}")
 
     def _transaction(self, from_addr: str, to: str, data: bytes, utf8: bool) -> tuple[int, str]:
