@@ -25,7 +25,7 @@ from izin import clock
 from izin.campaigns import spec
 from izin.campaigns.models import Campaign as CampaignRow
 from izin.campaigns.models import Delivery
-from izin.campaigns.plan import cap_counts, cap_release, caps_for
+from izin.campaigns.plan import cap_count, cap_release, caps_for
 from izin.campaigns.window import in_window, next_open
 from izin.channels.base import OutgoingMessage, Receipt
 from izin.channels.errors import ChannelAccountError, PermanentChannelError, TransientChannelError
@@ -127,8 +127,8 @@ def recheck(session: Any, settings: Settings, delivery: Delivery, contact: Conta
         delivery.consent_event_id, delivery.basis = decision.event_id, decision.basis
         recipient = decision.recipient
         caps = caps_for(campaign, settings, delivery.campaign_id)
-        over = [cap for cap in caps if cap_counts(session, [contact.id], now - cap[1], now, cap[2],
-                                                  _SENT_OR_SENDING, exclude_id=delivery.id)[contact.id] >= cap[0]]
+        over = [cap for cap in caps if cap_count(session, contact.id, now - cap[1], now, cap[2],
+                                                 _SENT_OR_SENDING, delivery.id) >= cap[0]]
         if over:
             return Stop("deferred", "frequency_cap", cap_release(session, contact.id, over, now, _SENT_OR_SENDING))
     else:
