@@ -7,12 +7,14 @@ code here, so every later render of that delivery shows the same code.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select
+from sqlalchemy import Column, MetaData, Table, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -21,7 +23,7 @@ from izin.campaigns.coupons import new_code
 from izin.campaigns.models import Delivery
 from izin.campaigns.plan import Plan, PlannedDelivery, campaign_start, plan_campaign
 from izin.config import Settings
-from izin.db import upsert_insert
+from izin.db import insert_rows, upsert_insert
 
 #: rows inserted per executemany (and per savepoint, so a coupon clash redraws this many codes)
 _BATCH = 5_000
@@ -69,8 +71,7 @@ def schedule_campaign(session: Session, campaign: spec.Campaign, settings: Setti
     if campaign.source_path is not None:
         row.spec_path = str(Path(campaign.source_path).resolve())
     report = ScheduleReport(plan=Plan(campaign.name, at))
-    statement = upsert_insert(session)(Delivery).on_conflict_do_nothing(
-        index_elements=["campaign_id", "contact_id", "occurrence"]).returning(Delivery.id, Delivery.status)
+    write = _writer(session)
 
     def insert(deliveries: list[PlannedDelivery], capped: list[PlannedDelivery]) -> None:
         planned = deliveries + capped
@@ -79,8 +80,8 @@ def schedule_campaign(session: Session, campaign: spec.Campaign, settings: Setti
             for attempt in range(_COUPON_TRIES):
                 rows = [_row(campaign, row.id, p, now) for p in chunk]
                 try:
-                    with session.begin_nested():  # Core executemany: no ORM bookkeeping per row
-                        created = session.connection().execute(statement, rows).all()
+                    with session.begin_nested():
+                        created = write(rows)
                     break
                 except IntegrityError:
                     # a coupon code clashed with one already stored: draw the batch's codes again
@@ -92,6 +93,41 @@ def schedule_campaign(session: Session, campaign: spec.Campaign, settings: Setti
 
     report.plan = plan_campaign(session, campaign, settings, at, on_round=insert)
     return report
+
+
+#: the columns scheduling writes (all but the id and what only sending sets)
+_COLUMNS = ("campaign_id", "contact_id", "occurrence", "channel", "recipient", "status", "reason", "commercial",
+            "due_at", "next_attempt_at", "consent_event_id", "basis", "event_ref", "attempts", "created_at",
+            "updated_at", "coupon_code", "coupon_percent", "coupon_expires_on")
+
+
+def _writer(session: Session) -> Callable[[list[dict[str, object]]], list[Any]]:
+    """A function inserting delivery rows, skipping the (campaign, contact, occurrence) that exist,
+    and returning (id, status) of the rows it created.
+
+    SQLite: one executemany with RETURNING. PostgreSQL: COPY into a temporary table, then one
+    INSERT ... SELECT ... ON CONFLICT DO NOTHING RETURNING (psycopg re-parses a many-VALUES
+    INSERT for every statement: about 4,000 rows a second against 50,000 this way).
+    """
+    if session.get_bind().dialect.name != "postgresql":
+        statement = upsert_insert(session)(Delivery).on_conflict_do_nothing(
+            index_elements=["campaign_id", "contact_id", "occurrence"]).returning(Delivery.id, Delivery.status)
+        return lambda rows: session.connection().execute(statement, rows).all()
+    staging = Table("izin_new_deliveries", MetaData(),
+                    *(Column(c, Delivery.__table__.c[c].type) for c in _COLUMNS), prefixes=["TEMPORARY"],
+                    postgresql_on_commit="DELETE ROWS")
+    staging.create(session.connection(), checkfirst=True)
+    columns = ", ".join(_COLUMNS)
+    move = text(f"INSERT INTO deliveries ({columns}) SELECT {columns} FROM izin_new_deliveries "
+                "ON CONFLICT (campaign_id, contact_id, occurrence) DO NOTHING RETURNING id, status")
+
+    def write(rows: list[dict[str, object]]) -> list[Any]:
+        insert_rows(session, staging, rows)
+        created = session.execute(move).all()
+        session.execute(staging.delete())
+        return created
+
+    return write
 
 
 def due_ids(session: Session, now: datetime, limit: int | None = None,

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from izin.consent.ledger import contact_address_column
 from izin.consent.models import CHANNELS, Contact, UndeliverableAddress
-from izin.db import upsert_insert
+from izin.db import one_of, upsert_insert
 
 __all__ = ["CHUNK", "is_undeliverable", "mark", "normalise", "undeliverable_set"]
 
@@ -64,17 +64,20 @@ def undeliverable_set(session: Session, addresses: Iterable[str | None], channel
     """Which of these addresses are marked on the channel, in stored form; one query per CHUNK.
 
     `contact_where` (conditions over Contact selecting at least the contacts these addresses
-    belong to) asks by joining contacts instead of listing the addresses.
+    belong to) lets SQLite ask by joining contacts instead of listing the addresses.
     """
     keys = sorted({normalise(a, channel) for a in addresses if a})
     marked: set[str] = set()
-    if contact_where is not None and keys:
+    postgresql = session.get_bind().dialect.name == "postgresql"
+    if contact_where is not None and keys and not postgresql:
         found = session.scalars(select(UndeliverableAddress.address).join(
             Contact, contact_address_column(channel) == UndeliverableAddress.address).where(
             UndeliverableAddress.channel == channel, *contact_where))
         return set(keys).intersection(found)
-    for start in range(0, len(keys), CHUNK):
-        chunk = keys[start:start + CHUNK]
+    # one array parameter on PostgreSQL (which would hash-join a join), IN lists of CHUNK elsewhere
+    size = max(1, len(keys)) if postgresql else CHUNK
+    for start in range(0, len(keys), size):
         marked.update(session.scalars(select(UndeliverableAddress.address).where(
-            UndeliverableAddress.channel == channel, UndeliverableAddress.address.in_(chunk))))
+            UndeliverableAddress.channel == channel, one_of(session, UndeliverableAddress.address,
+                                                            keys[start:start + size]))))
     return marked

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from izin.consent.ledger import contact_address, contact_address_column
 from izin.consent.models import ConsentEvent, ConsentState, Contact
+from izin.db import one_of
 
 #: why the gate said no; the plan and delivery records use the same words
 NO_CONSENT = "no_consent"
@@ -137,7 +138,7 @@ def may_send_many(session: Session, contacts: list[Any], channel: str, at: datet
     columns), reading the current state in chunked queries.
 
     `contact_where` (conditions over Contact that select at least these contacts, such as an id
-    range) reads the states by joining contacts instead of listing every address in the query.
+    range) lets SQLite read the states by joining contacts instead of listing every address.
     """
     decisions: dict[int, Decision] = {}
     wanted: dict[str, list[Any]] = {}
@@ -150,15 +151,19 @@ def may_send_many(session: Session, contacts: list[Any], channel: str, at: datet
     # recorded_at (a timestamp to parse per row) only for the historical question that reads it
     columns = (ConsentState.recipient, ConsentState.channel, ConsentState.recipient_type, ConsentState.status,
                ConsentState.event_id) + ((ConsentState.recorded_at,) if as_of else ())
-    if contact_where is not None:
+    postgresql = session.get_bind().dialect.name == "postgresql"
+    if contact_where is not None and not postgresql:
         # an address two contacts share comes twice; _latest keys by recipient type, so that is harmless
         queries = [select(*columns).join(Contact, contact_address_column(channel) == ConsentState.recipient)
                    .where(ConsentState.channel == channel, *contact_where)]
     else:
+        # PostgreSQL would hash-join the whole state table for a range of contacts; one array
+        # parameter of addresses reads the primary key instead (elsewhere: IN lists of _CHUNK)
         recipients = list(wanted)
+        size = max(1, len(recipients)) if postgresql else _CHUNK
         queries = [select(*columns).where(ConsentState.channel == channel,
-                                          ConsentState.recipient.in_(recipients[start:start + _CHUNK]))
-                   for start in range(0, len(recipients), _CHUNK)]
+                                          one_of(session, ConsentState.recipient, recipients[start:start + size]))
+                   for start in range(0, len(recipients), size)]
     states: dict[str, list[Any]] = {}
     connection = session.connection()  # plain rows: no ORM work per state
     for query in queries:

@@ -141,3 +141,26 @@ def test_schedule_in_rounds_creates_every_delivery_once(base, monkeypatch):
     assert (first.created, first.plan.planned, again.created, again.plan.skipped["already_sent"], rows) == \
         (18, 18, 0, 18, 18)
     assert sorted(first.ids) == list(range(1, 19))
+
+
+COUPON = ONCE.replace("name: efsane-cuma", "name: kuponlu").replace(
+    "channels: [email, sms]", "channels: [email, sms]\ncoupon: {prefix: EFSANE, percent: 20, valid_days: 7}")
+
+
+def test_a_coupon_code_clash_redraws_the_batch_and_creates_every_delivery_once(base, monkeypatch):
+    """A 40-bit code can clash with one stored already: the batch is rolled back to its savepoint
+    and inserted again with fresh codes (COPY and INSERT ... SELECT on PostgreSQL)."""
+    from izin.campaigns import schedule as schedule_module
+
+    with base.session() as session:
+        first = schedule_campaign(session, parse_campaign(COUPON), SETTINGS, AT, AT)
+        taken = session.scalar(select(Delivery.coupon_code).where(Delivery.id == first.ids[0]))
+    codes = iter([taken] + [f"EFSANE-{n:08d}".replace("0", "A").replace("1", "B") for n in range(100)])
+    monkeypatch.setattr(schedule_module, "new_code", lambda prefix: next(codes))
+    with base.session() as session:
+        again = schedule_campaign(session, parse_campaign(COUPON.replace("name: kuponlu", "name: kuponlu-2")),
+                                  SETTINGS, AT, AT)
+    with base.session() as session:
+        stored = list(session.scalars(select(Delivery.coupon_code).where(Delivery.id.in_(again.ids))))
+    assert again.created == first.created == 18
+    assert taken not in stored and len(set(stored)) == 18  # the whole batch drew again
