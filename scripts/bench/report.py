@@ -105,6 +105,12 @@ def write_report(table: dict[str, dict[str, Any]], sizes: list[int], command: st
                 f"{p['blast']['plan_seconds']:.2f} ({p['blast']['plan_seconds'] / size * 1e6:,.1f}) | "
                 f"{p['follow_up']['seconds']:.3f} ({p['follow_up']['deliveries']:,}) | "
                 f"{w['per_s']:,.0f} ({w['sent']:,}) |")
+    for kind in kinds:
+        profile = table[kind].get("send", {}).get("izin", {}).get("profile")
+        if profile:
+            lines += ["", f"## Where an izin worker's CPU goes ({kind}, py-spy, samples holding the GIL)", "",
+                      "| share of samples | function (inclusive) |", "|---|---|"]
+            lines += [f"| {share:.1%} | `{name}` |" for name, share in profile]
     lines += ["", "## The birthday tick's query plan", ""]
     for kind in kinds:
         lines.append(f"- {kind}: `{table[kind].get('query_plan', '–')}`")

@@ -21,18 +21,16 @@ import argparse
 import csv
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
-import uuid
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 
 ROOT = Path(__file__).resolve().parents[2]
 BENCH = Path(__file__).resolve().parent
@@ -205,7 +203,7 @@ def audit(db: Database, url: str, records: int, work: Path) -> dict[str, Any]:
 
 
 def bench(kind: str, url: str, sizes: list[int], send_deliveries: int, audit_records: int,
-          work: Path) -> dict[str, Any]:
+          work: Path, profile: bool) -> dict[str, Any]:
     db = Database(url)
     upgrade(db)
     results: dict[str, Any] = {"sizes": {}}
@@ -226,7 +224,7 @@ def bench(kind: str, url: str, sizes: list[int], send_deliveries: int, audit_rec
         console.print(f"[bold]{kind}[/]: end-to-end sending, {send_deliveries:,} deliveries")
         send_url, drop = send.database_url(kind, work / "send")
         try:
-            results["send"] = send.run(send_url, send_deliveries, work=work / "send")
+            results["send"] = send.run(send_url, send_deliveries, work=work / "send", profile=profile)
         finally:
             drop()
         console.print(f"  {json.dumps(results['send'])}")
@@ -261,6 +259,8 @@ def main() -> None:
     parser.add_argument("--postgres", default="postgresql+psycopg://postgres@127.0.0.1:5432/test")
     parser.add_argument("--skip-postgres", action="store_true")
     parser.add_argument("--skip-sqlite", action="store_true")
+    parser.add_argument("--profile", action="store_true",
+                        help="py-spy the izin workers during the end-to-end run: where their time goes")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -271,7 +271,7 @@ def main() -> None:
     for kind in kinds:
         url, drop = send.database_url(kind, work / kind, args.postgres)
         try:
-            table[kind] = bench(kind, url, sizes, args.send, args.audit_records, work / kind)
+            table[kind] = bench(kind, url, sizes, args.send, args.audit_records, work / kind, args.profile)
         finally:
             drop()
     (work / "results.json").write_text(json.dumps(table, indent=2, default=str), encoding="utf-8")

@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -196,20 +195,25 @@ def engine(url: str, work: Path, campaign: Path, smtp_port: int, http_port: int,
               "not_sent": len(rows) - len(sent), "seconds": finished - started,
               "per_s": len(sent) / (finished - started), "p50_s": percentile(latencies, 0.5),
               "p99_s": percentile(latencies, 0.99)}
-    if spy is not None:
-        result["profile"] = str(work / "py-spy.txt")
+    if spy is not None and (work / "py-spy.txt").exists():
+        from profile_summary import summarise
+
+        result["profile"] = [(name, round(share, 3)) for name, share in summarise(work / "py-spy.txt", 25)]
     return result
 
 
 def _py_spy(work: Path, pid: int) -> subprocess.Popen[Any] | None:
     """py-spy over the worker and its children for the rest of the run (collapsed stacks)."""
-    try:
-        return subprocess.Popen(["py-spy", "record", "--pid", str(pid), "--subprocesses", "--format", "raw",
-                                 "--rate", "50", "-o", str(work / "py-spy.txt")], stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
-    except FileNotFoundError:
+    import shutil
+
+    spy = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
+    if spy is None:
         print("py-spy is not installed (pip install py-spy): no profile", file=sys.stderr)
         return None
+    # --gil: only samples holding the GIL, i.e. the CPU a worker spends, not its waits
+    return subprocess.Popen([spy, "record", "--pid", str(pid), "--subprocesses", "--gil", "--format", "raw",
+                             "--rate", "50", "-o", str(work / "py-spy.txt")], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
 
 
 def raw(count: int, smtp_port: int, processes: int, threads: int, work: Path) -> dict[str, Any]:
