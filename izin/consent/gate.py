@@ -167,7 +167,7 @@ def may_send_many(session: Session, contacts: list[Any], channel: str, at: datet
     states: dict[str, list[Any]] = {}
     connection = session.connection()  # plain rows: no ORM work per state
     for query in queries:
-        for state in connection.execute(query):
+        for state in connection.execute(query).all():
             if state.recipient in wanted:
                 states.setdefault(state.recipient, []).append(state)
     latests = {recipient: _latest(session, states.get(recipient, []), at, as_of) for recipient in wanted}
