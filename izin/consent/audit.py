@@ -20,6 +20,7 @@ from sqlalchemy.orm import aliased
 from sqlalchemy.orm import Session
 
 from izin.clock import iso_istanbul, iso_utc
+from izin.consent.csvio import neutralise
 from izin.consent.ledger import event_hash
 from izin.consent.models import (GENESIS_HASH, IYS_TYPE, ConsentEvent, ConsentState, Contact, LedgerHead,
                                  PurgeRun)
@@ -29,7 +30,6 @@ CONSENT_FIELDS = ("kind", "id", "contact", "recipient", "channel", "iys_type", "
                   "prev_hash", "hash", "purged", "iys_status", "iys_transaction_id", "iys_creation_date")
 #: rows fetched per round trip while streaming
 PAGE_ROWS = 2_000
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 def consent_records(session: Session, since: datetime | None = None, until: datetime | None = None,
@@ -62,16 +62,6 @@ def consent_records(session: Session, since: datetime | None = None, until: date
             "iys_status": row.state, "iys_transaction_id": row.transaction_id,
             "iys_creation_date": iso_istanbul(row.creation_date) if row.creation_date else None,
         }
-
-
-def neutralise(value: Any) -> str:
-    """A CSV cell a spreadsheet will show as text, never run as a formula."""
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    text = str(value)
-    return "'" + text if text.startswith(_FORMULA_START) else text
 
 
 def write_records(records: Iterator[dict[str, Any]], out: IO[str], fmt: str,
