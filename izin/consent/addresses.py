@@ -43,6 +43,11 @@ def normalise_phone(text: str, region: str = DEFAULT_REGION) -> Phone:
         number = phonenumbers.parse(value, region)
     except phonenumbers.NumberParseException:
         raise AddressError(f"{value!r} is not a phone number; write e.g. 0532 123 45 67 or +90 532 123 45 67") from None
+    # phonenumbers reads letters as a keypad would (0532abc4567 -> 0532 222 45 67): a typo would
+    # become someone else's number, and consent recorded for it would be that stranger's
+    if any(c.isalpha() for c in value):
+        raise AddressError(f"{value!r} contains letters; write the number in digits only, "
+                           "e.g. 0532 123 45 67 or +90 532 123 45 67")
     if not phonenumbers.is_valid_number(number):
         raise AddressError(f"{value!r} is not a valid phone number; check the digits "
                            "(e.g. 0532 123 45 67 or +90 532 123 45 67)")
