@@ -17,10 +17,13 @@ class AddressError(ValueError):
 
 
 def normalise_email(text: str) -> str:
-    """Validate an email without DNS and return it lower-cased as a whole, as İYS stores it."""
+    """Validate an email without DNS and return it lower-cased as a whole, as İYS stores it.
+
+    Strict: a local part over 64 characters (RFC 5321) is refused, since no mail server takes it.
+    """
     value = text.strip()
     try:
-        result = validate_email(value, check_deliverability=False, allow_smtputf8=False)
+        result = validate_email(value, check_deliverability=False, allow_smtputf8=False, strict=True)
     except EmailNotValidError as exc:
         raise AddressError(f"{value!r} is not a valid email address: {exc}") from None
     email = (result.ascii_email or result.normalized).lower()
