@@ -120,7 +120,7 @@ def verify(session: Session, secret: str) -> Verification:
                                 f"event #{event.id} does not follow event #{event.id - 1}: an event before it "
                                 "was deleted, inserted or reordered")
         if event.purge_run_id is not None:
-            tombstones.setdefault(event.purge_run_id, []).append(f"{event.id}:{event.hash}\n")
+            tombstones.setdefault(event.purge_run_id, []).append(tombstone_line(event))
         elif event_hash(event) != event.hash:
             return Verification(checked, expected_id - 1, prev_hash, event.id,
                                 f"event #{event.id} was changed after it was recorded: its content no longer "
@@ -129,6 +129,10 @@ def verify(session: Session, secret: str) -> Verification:
         session.expunge(event)
     last_id = expected_id - 1
     head = session.get(LedgerHead, 1)
+    if head is not None and head.last_id == last_id and head.last_hash != prev_hash:
+        return Verification(checked, last_id, prev_hash, last_id,
+                            f"the ledger's head records a hash that is not event #{last_id}'s: the newest event "
+                            "was rewritten, or the head was changed outside izin")
     if head is None or head.last_id != last_id or head.last_hash != prev_hash:
         head_id = head.last_id if head else 0
         return Verification(checked, last_id, prev_hash, min(last_id, head_id) + 1,
@@ -149,6 +153,8 @@ def _check_state(session: Session) -> tuple[int, str] | None:
         .outerjoin(event, event.id == ConsentState.event_id)
         .where(or_(event.id.is_(None), event.status != ConsentState.status, event.channel != ConsentState.channel,
                    event.recipient_type != ConsentState.recipient_type,
+                   # the dates decide İYS ordering and when retention may purge: they are the event's
+                   event.consent_date != ConsentState.consent_date, event.recorded_at != ConsentState.recorded_at,
                    and_(event.recipient.is_not(None), event.recipient != ConsentState.recipient),
                    exists().where(later.recipient == ConsentState.recipient, later.channel == ConsentState.channel,
                                   later.recipient_type == ConsentState.recipient_type,
@@ -170,6 +176,21 @@ def _check_state(session: Session) -> tuple[int, str] | None:
     return None
 
 
+def tombstone_line(event: ConsentEvent) -> str:
+    """What a purge run signs for one tombstone: its id, its hash, and a digest of what it keeps
+    (channel, status, source, type, dates), so the evidence left after a purge cannot be edited."""
+    kept = json.dumps({"channel": event.channel, "status": event.status, "source": event.source,
+                       "recipient_type": event.recipient_type, "consent_date": iso_utc(event.consent_date),
+                       "recorded_at": iso_utc(event.recorded_at), "iys_uploadable": event.iys_uploadable,
+                       "prev_hash": event.prev_hash}, sort_keys=True, separators=(",", ":"))
+    return f"{event.id}:{event.hash}:{hashlib.sha256(kept.encode()).hexdigest()}\n"
+
+
+def _legacy_digest(lines: list[str]) -> str:
+    """The digest purge runs recorded before they covered what tombstones keep (ids and hashes only)."""
+    return hashlib.sha256("".join(":".join(line.split(":")[:2]) + "\n" for line in lines).encode()).hexdigest()
+
+
 def _check_purges(session: Session, secret: str, tombstones: dict[int, list[str]]) -> tuple[int, str] | None:
     runs = {run.id: run for run in session.scalars(select(PurgeRun))}
     for run_id, lines in tombstones.items():
@@ -178,6 +199,8 @@ def _check_purges(session: Session, secret: str, tombstones: dict[int, list[str]
         if run is None:
             return first, f"event #{first} is marked purged by run {run_id}, which does not exist"
         digest = hashlib.sha256("".join(lines).encode()).hexdigest()
+        if digest != run.digest and _legacy_digest(lines) == run.digest:
+            digest = run.digest  # an older run: its tombstones' ids and hashes are all it can vouch for
         if digest != run.digest:
             return first, (f"the events marked purged by run {run_id} are not the ones it purged "
                            f"(first: #{first}); an event was blanked outside izin")
