@@ -305,6 +305,21 @@ def test_oversize_sms_fails_validation_clearly(cli, tmp_path):
                              "with the footer); at most 7 parts can be sent, shorten the text\n")
 
 
+def test_validation_counts_parts_against_the_configured_sms_adapter(cli, tmp_path):
+    """A provider that takes 2 parts: a 3-part text fails validation, not every delivery."""
+    (tmp_path / "izin.toml").write_text(
+        SENDER_TOML + '[channels.sms]\nurl = "webhooks://sms.example.com/v1?token=x&max_segments=2"\n',
+        encoding="utf-8")
+    (tmp_path / "orta.yaml").write_text(
+        'name: orta\ntrigger: {type: birthday}\nchannels: [sms]\ncontent:\n  sms:\n    text: "'
+        + "Kampanya " * 35 + '"\n', encoding="utf-8")
+    result = cli("campaign", "validate", "orta.yaml", expect=2)
+    assert result.stderr == ("orta.yaml:6:11: content.sms.text: the message is 3 SMS parts (gsm7-tr, 383 characters "
+                             "with the footer); at most 2 parts can be sent, shorten the text\n")
+    (tmp_path / "izin.toml").write_text(SENDER_TOML, encoding="utf-8")  # the outbox takes up to 7
+    assert cli("campaign", "validate", "orta.yaml").stdout == "orta.yaml: ok\n"
+
+
 def test_oversize_sms_at_send_time_fails_that_delivery_with_a_reason(shop, tmp_path, db, findings):
     from izin.campaigns.models import Delivery
     from izin.consent.models import Contact
