@@ -23,6 +23,11 @@ _CHUNK = 1 << 20
 MAX_CELL_CHARS = 64 * 1024
 #: a header wider than this is not a contacts file
 MAX_COLUMNS = 1_000
+#: the longest cell the csv module will read at all, in characters. Cells up to it are read whole,
+#: so a long quoted cell is rejected as one row instead of its lines being read as rows of their
+#: own; a longer one stops the import (it is almost always a quote never closed)
+FIELD_LIMIT = 8 * 1024 * 1024
+csv.field_size_limit(max(csv.field_size_limit(), FIELD_LIMIT))  # process-wide: only ever raised
 #: what a spreadsheet (Excel, LibreOffice, Google Sheets) takes as the start of a formula
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 _UTF16_BOMS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
@@ -176,6 +181,8 @@ class CsvInput:
             raise InputError(f"missing required column {missing[0]!r}; the header has: {', '.join(self.columns)}"
                              + hint, file=str(self.path), line=1)
         self.rejected: list[tuple[Row, str]] = []
+        #: set when reading had to stop before the end of the file (exit 2 once the rows before are done)
+        self.stopped: InputError | None = None
 
     @property
     def position(self) -> int:
@@ -194,9 +201,13 @@ class CsvInput:
             except csv.Error as exc:
                 lines.finish_record()
                 if "field limit" in str(exc):
-                    self.reject(Row(start, [], {}), f"row: a cell is longer than {MAX_CELL_CHARS} characters")
-                else:
-                    self.reject(Row(start, [], {}), f"row: cannot be read as CSV ({exc})")
+                    # where this cell ends cannot be known, so no row after it can be trusted: stop
+                    # here, and let the caller finish the rows before it and then report this
+                    self.stopped = InputError(f"a cell starting on this line is longer than {FIELD_LIMIT} "
+                                              "characters (a quote never closed?); nothing after it was read, "
+                                              "the rows before it were imported", file=str(self.path), line=start)
+                    return
+                self.reject(Row(start, [], {}), f"row: cannot be read as CSV ({exc})")
                 continue
             if len(lines.taken) > 1 and lines.exhausted() and _unterminated(lines.taken):
                 # the lines after this one are rows of their own, not the inside of a cell
@@ -213,7 +224,10 @@ class CsvInput:
                 self.reject(row, f"row: has {len(cells)} cells but the header has {len(self.columns)}")
                 continue
             if any(len(c) > MAX_CELL_CHARS for c in cells):
-                self.reject(row, f"row: a cell is longer than {MAX_CELL_CHARS} characters")
+                # the rejects name the row; the oversized cell itself is left out of them
+                kept = [c if len(c) <= MAX_CELL_CHARS else "" for c in cells]
+                self.reject(Row(start, kept, dict(zip(self.columns, kept))),
+                            f"row: a cell is longer than {MAX_CELL_CHARS} characters")
                 continue
             if any("\x00" in c for c in cells):
                 self.reject(row, "row: contains a NUL character")
@@ -304,4 +318,6 @@ def import_csv(path: str | os.PathLike[str], required: tuple[str, ...], rejects:
         report.rejected = len(source.rejected)
         report.reasons = source.reason_counts()
         report.rejects_file = source.write_rejects(rejects)
+    if source.stopped is not None:
+        raise source.stopped
     return report

