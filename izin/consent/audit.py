@@ -138,7 +138,7 @@ def verify(session: Session, secret: str) -> Verification:
         return Verification(checked, last_id, prev_hash, min(last_id, head_id) + 1,
                             f"the ledger ends at event #{last_id} but its head records #{head_id}: "
                             "the newest events were deleted, or events were appended outside izin")
-    problem = _check_purges(session, secret, tombstones) or _check_state(session)
+    problem = _check_purges(session, secret, tombstones) or _check_state(session) or _check_contacts(session)
     if problem:
         return Verification(checked, last_id, prev_hash, problem[0], problem[1])
     return Verification(checked, last_id, prev_hash)
@@ -174,6 +174,20 @@ def _check_state(session: Session) -> tuple[int, str] | None:
         return missing.id, (f"{missing.recipient} on {missing.channel} has ledger events but no current state: "
                             "the table the send gate reads was changed outside izin")
     return None
+
+
+def _check_contacts(session: Session) -> tuple[int, str] | None:
+    """An event's link to a contact row (not hashed) must lead to the contact it was recorded for
+    (hashed as `contact`): else `consent show` and exports would file the evidence under someone else."""
+    wrong = session.execute(
+        select(ConsentEvent.id, ConsentEvent.contact_ref, Contact.external_id)
+        .join(Contact, Contact.id == ConsentEvent.contact_id)
+        .where(or_(ConsentEvent.contact_ref.is_(None), ConsentEvent.contact_ref != Contact.external_id))
+        .order_by(ConsentEvent.id).limit(1)).first()
+    if wrong is None:
+        return None
+    return wrong.id, (f"event #{wrong.id} was recorded for contact {wrong.contact_ref} but is linked to contact "
+                      f"{wrong.external_id}: its contact link was changed outside izin")
 
 
 def tombstone_line(event: ConsentEvent) -> str:
