@@ -160,6 +160,9 @@ def attacks() -> list[tuple[str, object, int, str]]:
             out.append((f"edit {column} of #3", _sql(f"update consent_events set {column} = {value} where id = 3",
                                                       no=False), 3, f"event #3 {CHANGED}"))
     out += [
+        ("edit contact_id of #3 (not hashed)", _sql("update consent_events set contact_id = "
+                                                    "(select id from contacts where external_id = 'a') where id = 3"),
+         3, "event #3 was recorded for contact c but is linked to contact a: its contact link was changed outside izin"),
         ("edit proof of #1 to null", _sql("update consent_events set proof = null where id = 1"), 1,
          f"event #1 {CHANGED}"),
         ("edit status of #6 (the newest)", _sql("update consent_events set status = 'RET' where id = 6"), 6,
