@@ -19,6 +19,7 @@ import time
 from datetime import datetime
 
 import pytest
+from hypothesis import strategies as st
 from sqlalchemy import func, select
 from starlette.testclient import TestClient
 
@@ -366,3 +367,54 @@ def test_a_request_flood_leaves_the_server_up_and_genuine_opt_outs_working(serve
     findings("request flood", requests=2_000, concurrency=20, seconds=round(elapsed, 1),
              answered_429=statuses.get(429, 0), answered_5xx=sum(v for k, v in statuses.items() if k >= 500),
              server_up=True, genuine_opt_outs=len(genuine), recorded=len(rets), other_events=0)
+
+
+_TEXT = st.text(max_size=60)
+_FORMS = st.fixed_dictionaries({
+    "first_name": _TEXT, "last_name": _TEXT, "email": st.one_of(_TEXT, st.emails()),
+    "phone": st.one_of(_TEXT, st.from_regex(r"05[0-9]{9}", fullmatch=True)),
+    "channel": st.lists(st.sampled_from(["email", "sms", "call", "x", ""]), max_size=3),
+    "lang": st.sampled_from(["en", "tr", "xx", ""])})
+_JSON = st.one_of(st.dictionaries(st.sampled_from(["from", "text", "keyword", "to", "id", "recipient", "status"]),
+                                  st.one_of(_TEXT, st.integers(), st.none(), st.lists(_TEXT, max_size=2))), _TEXT)
+_CONTENT_TYPES = ["application/json", "application/x-www-form-urlencoded", "message/delivery-status", "text/plain",
+                  "multipart/form-data; boundary=x"]
+
+
+def test_fuzzed_forms_and_webhook_bodies_never_fail_and_never_record_an_onay(web, people, findings):
+    """Arbitrary opt-in forms (with a valid CSRF token) and arbitrary authenticated webhook bodies:
+    no 5xx, and nothing but an SMS opt-out (a RET) ever reaches the ledger: an ONAY needs a confirmation."""
+    from hypothesis import HealthCheck, given, settings
+
+    before = count(people)
+    form = _optin_form(web)
+    seen = {"requests": 0, "server_errors": 0}
+
+    def post(path: str, **kwargs) -> None:
+        response = web.post(path, **kwargs)
+        seen["requests"] += 1
+        seen["server_errors"] += response.status_code >= 500
+        web.app.state.limiter._hits.clear()
+
+    fuzz = settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+
+    @fuzz
+    @given(_FORMS)
+    def forms(fields):
+        post("/optin?lang=en", data={**fields, "csrf": form["csrf"], "text_hash": form["text_hash"]})
+
+    @fuzz
+    @given(_JSON, st.binary(max_size=200), st.sampled_from(_CONTENT_TYPES))
+    def webhooks(body, raw, content_type):
+        for path in ("/webhooks/sms/inbound/generic", "/webhooks/sms/inbound/netgsm", "/webhooks/delivery/generic",
+                     "/webhooks/delivery/netgsm", "/webhooks/bounce"):
+            post(path, headers=HOOK, json=body)
+            post(path, headers={**HOOK, "content-type": content_type}, content=raw)
+
+    forms()
+    webhooks()
+    assert seen["server_errors"] == 0
+    with people.session() as session:
+        new = session.execute(select(ConsentEvent.status, ConsentEvent.source).where(ConsentEvent.id > before)).all()
+    assert all(tuple(row) == ("RET", "HS_MESAJ") for row in new), new
+    findings("web input fuzz", requests=seen["requests"], server_errors=0, onay_recorded=0, rets_recorded=len(new))
