@@ -288,14 +288,21 @@ class CsvInput:
         self.close()
 
 
-def batched(rows: Iterator[Row], size: int) -> Iterator[list[Row]]:
-    """Group rows into lists of at most `size`."""
+#: characters one batch may hold: wide rows (many long attribute cells) make smaller batches, so
+#: memory follows this budget and not the file's size
+BATCH_CHARS = 8 * 1024 * 1024
+
+
+def batched(rows: Iterator[Row], size: int, max_chars: int = BATCH_CHARS) -> Iterator[list[Row]]:
+    """Group rows into lists of at most `size` rows and about `max_chars` characters."""
     batch: list[Row] = []
+    chars = 0
     for row in rows:
         batch.append(row)
-        if len(batch) == size:
+        chars += sum(map(len, row.cells))
+        if len(batch) == size or chars >= max_chars:
             yield batch
-            batch = []
+            batch, chars = [], 0
     if batch:
         yield batch
 

@@ -335,3 +335,8 @@ def test_close_releases_the_file():
     source = CsvInput(make("external_id\nC1\n"), ("external_id",))
     source.close()
     assert source._file.closed
+
+
+def test_batched_also_caps_the_characters_of_a_batch():
+    rows = [Row(i, ["x" * 40, "y" * 60], {}) for i in range(2, 9)]
+    assert [[r.line for r in b] for b in batched(iter(rows), 1_000, max_chars=250)] == [[2, 3, 4], [5, 6, 7], [8]]
