@@ -304,6 +304,22 @@ def test_hostile_contacts_files(tmp_path, findings):
              slowest_s=round(max(r["seconds"] for r in results), 2))
 
 
+def test_wide_rows_are_imported_in_bounded_memory(tmp_path, findings):
+    """96 MB of rows with 16 attribute cells of 60,000 characters each: memory follows the batch
+    budget, not the file (before batches were capped by characters this peaked at ~290 MB)."""
+    cell = "x" * 60_000
+    with (tmp_path / "fat.csv").open("w", encoding="utf-8") as f:
+        f.write("external_id," + ",".join(f"a{i}" for i in range(16)) + "\n")
+        for row in range(100):
+            f.write(f"f{row}," + ",".join([cell] * 16) + "\n")
+    results = run_cli([["init"], ["contacts", "import", "fat.csv"]], tmp_path)
+    assert_clean(results[1], 0)
+    assert results[1]["stdout"] == "fat.csv: 100 imported, 0 updated, 0 unchanged, 0 rejected\n"
+    assert results[1]["rss_mb"] < 200, results[1]["rss_mb"]
+    findings("wide csv rows", file_mb=96, rows=100, peak_rss_mb=round(results[1]["rss_mb"], 1),
+             seconds=round(results[1]["seconds"], 2))
+
+
 def test_hostile_consent_and_events_files(tmp_path, findings):
     contacts = tmp_path / "contacts.csv"
     contacts.write_text(_contacts([f"c{i},Ad{i},c{i}@example.com,0532 100 00 0{i}" for i in range(1, 5)]),
