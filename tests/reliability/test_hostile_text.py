@@ -337,3 +337,56 @@ def test_oversize_sms_at_send_time_fails_that_delivery_with_a_reason(shop, tmp_p
                                  "footer); at most 7 parts can be sent, shorten the text")
     assert not (tmp_path / "outbox" / f"{failed.id}.sms.json").exists()
     findings("oversize sms", validation_error=1, failed_deliveries=1, crashes=0, others_sent=len(PAYLOADS) - 1)
+
+
+# --- templates that would never finish -----------------------------------------------------------
+
+TEMPLATE_BOMBS = {
+    "nested-loops": "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}Merhaba",
+    "string-loops": "{% set s = 'x' * 100000 %}{% for a in s %}{% for b in s %}{% endfor %}{% endfor %}Merhaba",
+    "macro-fork": "{% macro f(n) %}{% if n %}{{ f(n - 1) }}{{ f(n - 1) }}{% endif %}{% endmacro %}{{ f(40) }}Merhaba",
+}
+
+
+def test_template_bombs_fail_validation_within_a_second(cli, tmp_path, findings):
+    import time
+
+    (tmp_path / "izin.toml").write_text(SENDER_TOML, encoding="utf-8")
+    slowest = 0.0
+    for name, text in TEMPLATE_BOMBS.items():
+        (tmp_path / f"{name}.yaml").write_text(
+            f"name: {name}\ntrigger: {{type: birthday}}\nchannels: [sms]\ncontent:\n  sms:\n    text: \"{text}\"\n",
+            encoding="utf-8")
+        started = time.perf_counter()
+        result = cli("campaign", "validate", f"{name}.yaml", expect=2)
+        slowest = max(slowest, time.perf_counter() - started)
+        assert result.stderr == (f"{name}.yaml:6:11: content.sms.text: the template takes more than 200000 steps "
+                                 "(loop rounds and calls); a message needs far fewer, simplify its loops and macros\n")
+    assert slowest < MAX_TEMPLATE_SECONDS
+    findings("template bombs", templates=len(TEMPLATE_BOMBS), refused=len(TEMPLATE_BOMBS), slowest_s=round(slowest, 2))
+
+
+#: a template run is capped at 200,000 steps, a fraction of a second; this leaves room for a slow CI
+MAX_TEMPLATE_SECONDS = 10
+
+
+def test_data_that_makes_a_loop_explode_fails_only_that_delivery(shop, tmp_path, db):
+    """The sample note is short, so the campaign validates; one contact's 60,000-character note
+    would make 3.6 billion rounds. That delivery fails (reason template); the others are sent."""
+    from izin.campaigns.models import Delivery
+    from izin.consent.models import Contact
+
+    (tmp_path / "enjeksiyon.yaml").write_text(CAMPAIGN.replace(
+        'not: {{ contact.note }}"', 'not: {% for a in contact.note %}{% for b in contact.note %}{% endfor %}'
+                                   '{% endfor %}{{ contact.note | length }}"'), encoding="utf-8")
+    shop("campaign", "validate", "enjeksiyon.yaml")
+    with db.session() as session:
+        contact = session.scalar(select(Contact).where(Contact.external_id == "p1"))
+        contact.attributes = {**contact.attributes, "note": "x" * 60_000}
+    result = shop("campaign", "run", "enjeksiyon.yaml")
+    assert result.stdout == (f"campaign enjeksiyon: {len(PAYLOADS)} deliveries created; "
+                             f"failed:template 1, sent {len(PAYLOADS) - 1}\n")
+    with db.session() as session:
+        failed = session.scalars(select(Delivery).where(Delivery.status == "failed")).one()
+        assert failed.detail == ("content.sms.text: the template takes more than 200000 steps (loop rounds and "
+                                 "calls); a message needs far fewer, simplify its loops and macros")
