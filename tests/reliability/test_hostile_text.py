@@ -320,21 +320,28 @@ def test_validation_counts_parts_against_the_configured_sms_adapter(cli, tmp_pat
     assert cli("campaign", "validate", "orta.yaml").stdout == "orta.yaml: ok\n"
 
 
-def test_oversize_sms_at_send_time_fails_that_delivery_with_a_reason(shop, tmp_path, db, findings):
+def _run_with_one_note(shop, db, note: str):
+    """Give p1 (the first SMS contact) this note, run the campaign; the one failed delivery."""
     from izin.campaigns.models import Delivery
     from izin.consent.models import Contact
 
     with db.session() as session:
-        contact = session.scalar(select(Contact).where(Contact.external_id == "p1"))  # the first SMS contact
-        contact.attributes = {**contact.attributes, "note": "uzun " * 400}
+        contact = session.scalar(select(Contact).where(Contact.external_id == "p1"))
+        contact.attributes = {**contact.attributes, "note": note}
     result = shop("campaign", "run", "enjeksiyon.yaml")
     assert result.stdout == (f"campaign enjeksiyon: {len(PAYLOADS)} deliveries created; "
                              f"failed:template 1, sent {len(PAYLOADS) - 1}\n")
     with db.session() as session:
         failed = session.scalars(select(Delivery).where(Delivery.status == "failed")).one()
-        assert (failed.channel, failed.reason) == ("sms", "template")
-        assert failed.detail == ("content.sms.text: the message is 15 SMS parts (gsm7-tr, 2123 characters with the "
-                                 "footer); at most 7 parts can be sent, shorten the text")
+        session.expunge(failed)
+        return failed
+
+
+def test_oversize_sms_at_send_time_fails_that_delivery_with_a_reason(shop, tmp_path, db, findings):
+    failed = _run_with_one_note(shop, db, "uzun " * 400)
+    assert (failed.channel, failed.reason) == ("sms", "template")
+    assert failed.detail == ("content.sms.text: the message is 15 SMS parts (gsm7-tr, 2123 characters with the "
+                             "footer); at most 7 parts can be sent, shorten the text")
     assert not (tmp_path / "outbox" / f"{failed.id}.sms.json").exists()
     findings("oversize sms", validation_error=1, failed_deliveries=1, crashes=0, others_sent=len(PAYLOADS) - 1)
 
@@ -373,20 +380,10 @@ MAX_TEMPLATE_SECONDS = 10
 def test_data_that_makes_a_loop_explode_fails_only_that_delivery(shop, tmp_path, db):
     """The sample note is short, so the campaign validates; one contact's 60,000-character note
     would make 3.6 billion rounds. That delivery fails (reason template); the others are sent."""
-    from izin.campaigns.models import Delivery
-    from izin.consent.models import Contact
-
     (tmp_path / "enjeksiyon.yaml").write_text(CAMPAIGN.replace(
         'not: {{ contact.note }}"', 'not: {% for a in contact.note %}{% for b in contact.note %}{% endfor %}'
                                    '{% endfor %}{{ contact.note | length }}"'), encoding="utf-8")
     shop("campaign", "validate", "enjeksiyon.yaml")
-    with db.session() as session:
-        contact = session.scalar(select(Contact).where(Contact.external_id == "p1"))
-        contact.attributes = {**contact.attributes, "note": "x" * 60_000}
-    result = shop("campaign", "run", "enjeksiyon.yaml")
-    assert result.stdout == (f"campaign enjeksiyon: {len(PAYLOADS)} deliveries created; "
-                             f"failed:template 1, sent {len(PAYLOADS) - 1}\n")
-    with db.session() as session:
-        failed = session.scalars(select(Delivery).where(Delivery.status == "failed")).one()
-        assert failed.detail == ("content.sms.text: the template takes more than 200000 steps (loop rounds and "
+    failed = _run_with_one_note(shop, db, "x" * 60_000)
+    assert failed.detail == ("content.sms.text: the template takes more than 200000 steps (loop rounds and "
                                  "calls); a message needs far fewer, simplify its loops and macros")
