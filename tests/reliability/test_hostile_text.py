@@ -90,6 +90,14 @@ def _outcome(function, text):
         return None
 
 
+def test_a_huge_address_gets_a_short_message():
+    for function, value in ((normalise_email, "a" * 60_000 + "@example.com"), (normalise_phone, "0532" + "1" * 60_000),
+                            (normalise_phone, "0532abc4567" * 6_000)):
+        with pytest.raises(AddressError) as caught:
+            function(value)
+        assert len(str(caught.value)) < 300 and str(caught.value).startswith(repr(value[:80]) + "...")
+
+
 def test_tricky_addresses_table(findings):
     emails = {text: _outcome(normalise_email, text) for text, _ in TRICKY_EMAILS}
     phones = {text: _outcome(normalise_phone, text) for text, _ in TRICKY_PHONES}
