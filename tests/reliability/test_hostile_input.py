@@ -397,3 +397,45 @@ def test_audit_export_csv_neutralises_formulas_from_imported_proof(cli, tmp_path
     cli("audit", "export", "--kind", "consent", "--format", "csv", "-o", "audit.csv")
     rows = list(csv.DictReader((tmp_path / "audit.csv").open(encoding="utf-8", newline="")))
     assert [row["proof"] for row in rows] == ["'=HYPERLINK(\"http://evil\",\"x\")"]
+
+
+# --- instants and durations at the edges of what datetime can hold -------------------------------
+
+EDGE_INSTANTS = ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-12:00", "1899-12-31T23:59:59+00:00"]
+
+
+def test_instants_past_what_a_time_zone_can_show_are_input_errors(cli, tmp_path, findings):
+    """Year 1 at +01:00 has no UTC form and year 9999 late at -12:00 none in Türkiye time: each is a
+    clear error (exit 2) on every way in, never an OverflowError traceback."""
+    cli("contacts", "import", _write(tmp_path / "c.csv", _contacts(["c1,Ali,c1@example.com,"])))
+    rows = [f"c1,email,ONAY,HS_WEB,{at}" for at in EDGE_INSTANTS]
+    cli("consent", "import", _write(tmp_path / "k.csv",
+                                    _contacts(rows, "external_id,channel,status,source,consent_date")))
+    assert [r[-1] for r in _read_rejects(tmp_path / "k.rejects.csv")[1:]] == [
+        f"consent_date: '{at}' is out of range; use a year from 1900 to 9998" for at in EDGE_INSTANTS]
+    refused = 0
+    for at in EDGE_INSTANTS:
+        result = cli("consent", "grant", "c1", "--channel", "email", "--source", "HS_WEB", "--at", at, expect=2)
+        assert result.stderr == f"izin: error: --at: '{at}' is out of range; use a year from 1900 to 9998\n"
+        result = cli("consent", "show", "c1", expect=2, env={"IZIN_NOW": at})
+        assert result.stderr == f"izin: error: IZIN_NOW: '{at}' is out of range; use a year from 1900 to 9998\n"
+        _write(tmp_path / "once.yaml", f'name: x\ntrigger: {{type: once, at: "{at}"}}\nchannels: [sms]\n'
+                                       "content:\n  sms: {text: hi}\n")
+        result = cli("campaign", "plan", "once.yaml", expect=2)
+        assert result.stderr == (f"izin: error: once.yaml:2:27: trigger.at: '{at}' is out of range; "
+                                 "use a year from 1900 to 9998\n")
+        refused += 4
+    for delay in ("9999999999d", "99999999w", "5229w"):
+        _write(tmp_path / "late.yaml", f"name: x\ntrigger: {{type: after_event, event: purchase, delay: {delay}}}\n"
+                                       "channels: [sms]\ncontent:\n  sms: {text: hi}\n")
+        result = cli("campaign", "plan", "late.yaml", expect=2)
+        assert result.stderr == (f"izin: error: late.yaml:2:54: trigger.delay: '{delay}' is longer than 100 years; "
+                                 "write a shorter duration\n")
+        refused += 1
+    findings("edge instants and durations", inputs=refused + len(EDGE_INSTANTS), clear_errors=refused + len(EDGE_INSTANTS),
+             tracebacks=0)
+
+
+def _write(path: Path, text: str) -> str:
+    path.write_text(text, encoding="utf-8")
+    return path.name
