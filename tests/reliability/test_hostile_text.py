@@ -29,6 +29,8 @@ SENDER = {"name": "Örnek Ticaret A.Ş.", "mersis": "0123456789000015", "phone":
           "email": "destek@ornek.com.tr", "sms_header": "ORNEKTIC", "sms_optout": "RET yazip 4609'a gonderin"}
 SENDER_TOML = "[sender]\n" + "".join(f'{key} = "{value}"\n' for key, value in SENDER.items())
 SETTINGS = Settings.model_validate({"sender": SENDER})
+#: campaign validation reads no consent data: one backend is enough
+VALIDATION_ONLY = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck), database=None)
 HEAVY_FUZZ = settings(max_examples=10_000, deadline=None, suppress_health_check=list(HealthCheck), database=None)
 
@@ -303,6 +305,7 @@ def test_render_fuzz_heavy(findings):
 
 # --- oversize SMS --------------------------------------------------------------------------------
 
+@VALIDATION_ONLY
 def test_oversize_sms_fails_validation_clearly(cli, tmp_path):
     (tmp_path / "izin.toml").write_text(SENDER_TOML, encoding="utf-8")
     (tmp_path / "uzun.yaml").write_text(
@@ -313,6 +316,7 @@ def test_oversize_sms_fails_validation_clearly(cli, tmp_path):
                              "with the footer); at most 7 parts can be sent, shorten the text\n")
 
 
+@VALIDATION_ONLY
 def test_validation_counts_parts_against_the_configured_sms_adapter(cli, tmp_path):
     """A provider that takes 2 parts: a 3-part text fails validation, not every delivery."""
     (tmp_path / "izin.toml").write_text(
@@ -363,7 +367,8 @@ TEMPLATE_BOMBS = {
 }
 
 
-def test_template_bombs_fail_validation_within_a_second(cli, tmp_path, findings):
+@VALIDATION_ONLY
+def test_template_bombs_fail_validation_quickly(cli, tmp_path, findings):
     import time
 
     (tmp_path / "izin.toml").write_text(SENDER_TOML, encoding="utf-8")
