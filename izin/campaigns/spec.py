@@ -155,6 +155,10 @@ def _duration_hint(text: str) -> str | None:
     return None
 
 
+class DurationTooLong(ValueError):
+    """A well-formed duration past MAX_DURATION_DAYS."""
+
+
 def parse_duration(text: str) -> timedelta:
     """Parse ``<whole number><unit>`` (unit m, h, d or w), e.g. ``3d``; ValueError says the fix."""
     match = _DURATION.fullmatch(text)
@@ -163,7 +167,8 @@ def parse_duration(text: str) -> timedelta:
         # compared before building it: 9999999999d would overflow timedelta, and adding a century
         # to a date is already past anything a campaign means
         if number * _UNIT_DAYS[unit] > MAX_DURATION_DAYS:
-            raise ValueError(f"'{text}' is longer than {MAX_DURATION_DAYS // 366} years; write a shorter duration")
+            raise DurationTooLong(f"'{text}' is longer than {MAX_DURATION_DAYS // 366} years; "
+                                  "write a shorter duration")
         return timedelta(**{_DURATION_UNITS[unit]: number})
     form = "a whole number followed by m, h, d or w"
     if text.strip().isdigit():
@@ -192,6 +197,9 @@ def parse_cap(text: str) -> Cap:
     count = int(count_text)
     try:
         period = parse_duration(period_text)
+    except DurationTooLong:
+        raise ValueError(f"'{text}' has a period longer than {MAX_DURATION_DAYS // 366} years; "
+                         "write a shorter one, e.g. 3/7d") from None
     except ValueError:
         hint = _duration_hint(period_text)
         if hint:
