@@ -432,6 +432,12 @@ def test_instants_past_what_a_time_zone_can_show_are_input_errors(cli, tmp_path,
         assert result.stderr == (f"izin: error: late.yaml:2:54: trigger.delay: '{delay}' is longer than 100 years; "
                                  "write a shorter duration\n")
         refused += 1
+    _write(tmp_path / "capped.yaml", 'name: x\ntrigger: {type: once, at: "2026-11-24T10:00:00+03:00"}\n'
+                                     "channels: [sms]\nlimits: {frequency_cap: 1/9999999w}\ncontent:\n  sms: {text: hi}\n")
+    assert cli("campaign", "plan", "capped.yaml", expect=2).stderr == (
+        "izin: error: capped.yaml:4:25: limits.frequency_cap: '1/9999999w' has a period longer than 100 years; "
+        "write a shorter one, e.g. 3/7d\n")
+    refused += 1
     findings("edge instants and durations", inputs=refused + len(EDGE_INSTANTS), clear_errors=refused + len(EDGE_INSTANTS),
              tracebacks=0)
 
@@ -439,3 +445,17 @@ def test_instants_past_what_a_time_zone_can_show_are_input_errors(cli, tmp_path,
 def _write(path: Path, text: str) -> str:
     path.write_text(text, encoding="utf-8")
     return path.name
+
+
+def test_arguments_that_are_not_utf8_are_usage_errors(cli, findings):
+    """A byte that is not UTF-8 on the command line arrives as a lone surrogate (Python's
+    surrogateescape); the ledger's hash and the database cannot take it."""
+    attempts = [("consent", "grant", "c\udcff1", "--channel", "sms", "--source", "HS_WEB"),
+                ("consent", "grant", "c1", "--channel", "sms", "--source", "HS_WEB", "--proof", "form \udcff"),
+                ("audit", "export", "--contact", "c\udcff1"), ("contacts", "import", "k\udcff.csv")]
+    for args in attempts:
+        bad = next(a for a in args if "\udcff" in a)
+        result = cli(*args, expect=2)
+        assert result.stderr.endswith(f"Error: {bad!r} is not UTF-8 text; pass names and values as UTF-8 "
+                                      "(rename a file whose name is not)\n"), result.stderr
+    findings("non-UTF-8 arguments", attempts=len(attempts), usage_errors=len(attempts), tracebacks=0)
