@@ -418,3 +418,21 @@ def test_fuzzed_forms_and_webhook_bodies_never_fail_and_never_record_an_onay(web
         new = session.execute(select(ConsentEvent.status, ConsentEvent.source).where(ConsentEvent.id > before)).all()
     assert all(tuple(row) == ("RET", "HS_MESAJ") for row in new), new
     findings("web input fuzz", requests=seen["requests"], server_errors=0, onay_recorded=0, rets_recorded=len(new))
+
+
+XSS = "\"><script>alert(1)</script><x a='"
+
+
+def test_reflected_values_are_escaped_on_every_page(web, people, findings):
+    """Query strings, path segments, form fields and an address inside a genuine token come back, if
+    at all, escaped: no page carries a script it was sent."""
+    urls = [f"/optin?lang={XSS}", f"/optin?lang=en&x={XSS}", f"/u/{XSS}", f"/p/{XSS}", f"/optin/confirm/{XSS}",
+            f"/optin/code/{XSS}?lang={XSS}"]
+    token = make_token(SECRET, "x" + XSS.replace(" ", "") + "@example.com", "email")
+    pages = [web.get(url) for url in urls + [f"/u/{token}", f"/p/{token}"]]
+    form = _optin_form(web)
+    pages.append(web.post("/optin?lang=en", data={**form, "first_name": XSS, "last_name": XSS, "email": XSS,
+                                                   "phone": XSS, "lang": XSS}))
+    assert [p.status_code for p in pages] == [200, 200, 404, 404, 404, 404, 200, 200, 400]
+    assert not any("<script>" in p.text for p in pages)
+    findings("reflected xss", pages=len(pages), scripts_reflected=0)
