@@ -63,6 +63,17 @@ class AppContext:
 class IzinGroup(click.Group):
     """A group whose commands turn izin's own errors into messages and exit codes."""
 
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        # a byte that is not UTF-8 reaches Python as a lone surrogate, which the database, the
+        # ledger's hash and the terminal all refuse: stop it here, as a usage error (exit 2)
+        for arg in args:
+            try:
+                arg.encode("utf-8")
+            except UnicodeEncodeError:
+                raise click.UsageError(f"{arg!r} is not UTF-8 text; pass names and values as UTF-8 "
+                                       "(rename a file whose name is not)", ctx=ctx) from None
+        return super().parse_args(ctx, args)
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)

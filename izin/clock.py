@@ -9,6 +9,20 @@ from zoneinfo import ZoneInfo
 from izin.errors import ConfigError
 
 
+#: the years an instant may fall in: outside them, showing it in UTC or Türkiye time overflows
+EARLIEST_YEAR, LATEST_YEAR = 1900, 9998
+RANGE_HINT = f"use a year from {EARLIEST_YEAR} to {LATEST_YEAR}"
+
+
+def out_of_range(value: datetime) -> bool:
+    """Whether an aware instant lies outside the years izin can convert between time zones."""
+    try:
+        year = value.astimezone(timezone.utc).year
+    except OverflowError:  # 0001-01-01T00:00+01:00 has no UTC form
+        return True
+    return not EARLIEST_YEAR <= year <= LATEST_YEAR
+
+
 def parse_instant(text: str, *, field: str = "time") -> datetime:
     """Parse an ISO 8601 instant that carries an offset; return it in UTC."""
     try:
@@ -18,6 +32,8 @@ def parse_instant(text: str, *, field: str = "time") -> datetime:
                           field=field) from None
     if value.tzinfo is None:
         raise ConfigError(f"{text!r} has no UTC offset; add one, e.g. {text}+03:00", field=field)
+    if out_of_range(value):
+        raise ConfigError(f"{text!r} is out of range; {RANGE_HINT}", field=field)
     return value.astimezone(timezone.utc)
 
 

@@ -32,10 +32,29 @@ def load_valid(app: AppContext, path: str) -> spec.Campaign:
     from izin.campaigns.render import validate_templates
 
     campaign_ = spec.load_campaign(path)
-    problems = validate_templates(campaign_, app.settings, known_attributes=_known_attributes(app))
+    problems = validate_templates(campaign_, app.settings, known_attributes=_known_attributes(app),
+                                  max_segments=_sms_max_segments(app, campaign_))
     if problems:
         raise spec.SpecError(problems)
     return campaign_
+
+
+def _sms_max_segments(app: AppContext, campaign_: spec.Campaign) -> int:
+    """The most SMS parts the configured SMS adapter takes (as the worker judges it), so a text the
+    provider would refuse fails validation rather than every delivery."""
+    from izin.channels.errors import ChannelConfigError
+    from izin.channels.registry import adapter_for
+
+    if "sms" not in campaign_.channels:
+        return 7
+    try:
+        adapter = adapter_for(app.settings.channels["sms"].url, "channels.sms.url")
+    except ChannelConfigError:
+        return 7  # a wrong URL is reported by the commands that send
+    try:
+        return getattr(adapter, "max_segments", None) or 7
+    finally:
+        adapter.close()
 
 
 #: contacts sampled for the attribute names templates may use

@@ -46,6 +46,7 @@ import functools
 import html as html_lib
 import os
 import re
+import threading
 import traceback
 import unicodedata
 from collections.abc import Iterable, Iterator, Mapping
@@ -56,7 +57,7 @@ from pathlib import Path
 from typing import Any
 
 from jinja2 import (FileSystemLoader, StrictUndefined, Template, TemplateError, TemplateNotFound,
-                    TemplateSyntaxError, UndefinedError, meta)
+                    TemplateSyntaxError, UndefinedError, meta, nodes)
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import missing, object_type_repr
@@ -130,6 +131,11 @@ _ABSENT_HINTS = {
 # Refused before they are computed: a template must not be able to exhaust memory or CPU.
 _MAX_REPEAT = 100_000
 _MAX_EXPONENT = 1_000
+#: loop rounds plus calls (functions, filters' callables, macros) one template run may take: nested
+#: loops and self-calling macros would otherwise hang validation and every worker that renders
+_MAX_STEPS = 200_000
+#: the global that every {% for %} iterates through, so its rounds are counted
+_LOOP = "_izin_counted"
 _MAX_INLINE_CACHE = 1_024
 # Characters an SMS footer may carry so that it never changes the body's encoding: GSM-7, the
 # Turkish letters, and the default letters the Turkish locking table keeps.
@@ -310,6 +316,18 @@ class _Sandbox(ImmutableSandboxedEnvironment):
         #: compiled inline texts by (field, text); cleared when it grows past _MAX_INLINE_CACHE
         self.inline_cache: dict[tuple[str, str | None], Template] = {}
 
+    def _parse(self, source: str, name: str | None, filename: str | None) -> nodes.Template:
+        tree = super()._parse(source, name, filename)
+        for loop in tree.find_all(nodes.For):
+            loop.iter = nodes.Call(nodes.Name(_LOOP, "load", lineno=loop.lineno), [loop.iter], [], None, None,
+                                   lineno=loop.lineno)
+        tree.set_environment(self)
+        return tree
+
+    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805 (Jinja's names)
+        _spend()
+        return super().call(__context, __obj, *args, **kwargs)
+
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
         if operator == "**" and isinstance(right, (int, float)) and abs(right) > _MAX_EXPONENT:
             raise _TooLarge(f"an exponent above {_MAX_EXPONENT} is not allowed in templates")
@@ -320,6 +338,26 @@ class _Sandbox(ImmutableSandboxedEnvironment):
                     raise _TooLarge(f"repeating to more than {_MAX_REPEAT} items is not allowed "
                                     "in templates")
         return super().call_binop(context, operator, left, right)
+
+
+_steps = threading.local()  # steps left in the template run on this thread (workers render in threads)
+
+
+def _spend() -> None:
+    left = getattr(_steps, "left", None)
+    if left is None:
+        return  # outside a template run (compiling, a test calling a filter)
+    if left <= 0:
+        raise _TooLarge(f"the template takes more than {_MAX_STEPS} steps (loop rounds and calls); "
+                        "a message needs far fewer, simplify its loops and macros")
+    _steps.left = left - 1
+
+
+def _counted(iterable: Any) -> Iterator[Any]:
+    """What a template's {% for %} iterates: the same items, each one a step."""
+    for item in iterable:
+        _spend()
+        yield item
 
 
 def _finalize(value: Any) -> Any:
@@ -367,6 +405,7 @@ def _environment(search_dirs: tuple[str, ...], html: bool) -> _Sandbox:
         auto_reload=True,
     )
     env.globals.pop("lipsum", None)  # lipsum(100000) would be a cheap way to burn CPU
+    env.globals[_LOOP] = _counted
     env.filters["date"] = date_filter
     env.filters["gsm"] = gsm
     return env
@@ -534,10 +573,13 @@ def _compile(source: _Source, dirs: tuple[str, ...], locale: str) -> Template:
 def _render_source(source: _Source, dirs: tuple[str, ...], locale: str,
                    context: Mapping[str, Any]) -> str:
     template = _compile(source, dirs, locale)
+    _steps.left = _MAX_STEPS
     try:
         return template.render(context)
     except Exception as error:  # anything a template run raises is that template's fault
         raise _error(source, dirs, error) from None
+    finally:
+        _steps.left = None
 
 
 # --- rendering ---------------------------------------------------------------------------------

@@ -57,6 +57,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from izin import clock
 from izin.campaigns.yaml_positions import MAX_BYTES, LoadedYaml, YamlLoadError, load_yaml
 from izin.errors import InputError
 
@@ -107,6 +108,9 @@ _UNIT_WORDS = {
     "d": ("d", "day", "days", "g", "gun", "gün"),
     "w": ("w", "wk", "wks", "week", "weeks", "hafta"),
 }
+#: the longest duration accepted, in days (a century)
+MAX_DURATION_DAYS = 36_600
+_UNIT_DAYS = {"m": 1 / 1440, "h": 1 / 24, "d": 1, "w": 7}
 _LOOSE_DURATION = re.compile(r"\s*([0-9]+)\s*([^\W\d_]+)\s*")
 _SEND_TIME = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9])")
 _NAME = re.compile(r"[a-z0-9-]{1,64}")
@@ -151,11 +155,20 @@ def _duration_hint(text: str) -> str | None:
     return None
 
 
+class DurationTooLong(ValueError):
+    """A well-formed duration past MAX_DURATION_DAYS."""
+
+
 def parse_duration(text: str) -> timedelta:
     """Parse ``<whole number><unit>`` (unit m, h, d or w), e.g. ``3d``; ValueError says the fix."""
     match = _DURATION.fullmatch(text)
     if match:
         number, unit = int(match.group(1)), match.group(2)
+        # compared before building it: 9999999999d would overflow timedelta, and adding a century
+        # to a date is already past anything a campaign means
+        if number * _UNIT_DAYS[unit] > MAX_DURATION_DAYS:
+            raise DurationTooLong(f"'{text}' is longer than {MAX_DURATION_DAYS // 366} years; "
+                                  "write a shorter duration")
         return timedelta(**{_DURATION_UNITS[unit]: number})
     form = "a whole number followed by m, h, d or w"
     if text.strip().isdigit():
@@ -184,6 +197,9 @@ def parse_cap(text: str) -> Cap:
     count = int(count_text)
     try:
         period = parse_duration(period_text)
+    except DurationTooLong:
+        raise ValueError(f"'{text}' has a period longer than {MAX_DURATION_DAYS // 366} years; "
+                         "write a shorter one, e.g. 3/7d") from None
     except ValueError:
         hint = _duration_hint(period_text)
         if hint:
@@ -302,6 +318,8 @@ def _check_at(value: Any) -> datetime:
     if moment.utcoffset() is None:
         # Without an offset the moment depends on the server's clock zone: refuse, show the fix.
         _fail(f"needs a UTC offset: write \"{moment.isoformat()}+03:00\" for Türkiye time")
+    if clock.out_of_range(moment):
+        _fail(f"'{value}' is out of range; {clock.RANGE_HINT}")
     return moment
 
 

@@ -126,11 +126,13 @@ class _AliasNode(Node):
 
 
 class _PositionLoader(yaml.SafeLoader):
-    """SafeLoader whose composer caps nesting depth and keeps the position of every alias use."""
+    """SafeLoader whose composer caps nesting depth and node count and keeps the position of every alias use."""
 
     def __init__(self, stream: str) -> None:
         super().__init__(stream)
         self._depth = 0
+        # counted while composing, so a huge flat document stops before its node graph fills memory
+        self._nodes = 0
 
     def compose_node(self, parent: Node | None, index: Any) -> Node:  # type: ignore[override]
         if self.check_event(AliasEvent):
@@ -138,7 +140,13 @@ class _PositionLoader(yaml.SafeLoader):
             target = super().compose_node(parent, index)
             return _AliasNode(target, event.anchor, event.start_mark)
         self._depth += 1
+        self._nodes += 1
         try:
+            if self._nodes > MAX_NODES:
+                raise _Refused(
+                    self.peek_event().start_mark,
+                    f"more than {MAX_NODES} values in one file; a campaign file is far smaller",
+                )
             if self._depth > MAX_DEPTH:
                 raise _Refused(
                     self.peek_event().start_mark,
@@ -318,7 +326,7 @@ def _syntax_issue(error: yaml.YAMLError, text: str) -> YamlIssue:
 
 def load_yaml(source: str | bytes) -> LoadedYaml:
     """Parse one YAML document into plain data with positions; raise ``YamlLoadError`` if refused."""
-    raw = source.encode("utf-8") if isinstance(source, str) else source
+    raw = source.encode("utf-8", "surrogatepass") if isinstance(source, str) else source
     if len(raw) > MAX_BYTES:
         raise YamlLoadError(
             [YamlIssue(1, 1, (), f"file is larger than {MAX_BYTES} bytes (1 MiB); a campaign file "

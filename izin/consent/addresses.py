@@ -16,16 +16,27 @@ class AddressError(ValueError):
     """An address that cannot be used; the message says why and what to write instead."""
 
 
+#: how much of a refused value a message quotes (a 60,000-character cell would fill the rejects file)
+_SHOWN_CHARS = 80
+
+
+def _shown(value: str) -> str:
+    return repr(value) if len(value) <= _SHOWN_CHARS else repr(value[:_SHOWN_CHARS]) + "..."
+
+
 def normalise_email(text: str) -> str:
-    """Validate an email without DNS and return it lower-cased as a whole, as İYS stores it."""
+    """Validate an email without DNS and return it lower-cased as a whole, as İYS stores it.
+
+    Strict: a local part over 64 characters (RFC 5321) is refused, since no mail server takes it.
+    """
     value = text.strip()
     try:
-        result = validate_email(value, check_deliverability=False, allow_smtputf8=False)
+        result = validate_email(value, check_deliverability=False, allow_smtputf8=False, strict=True)
     except EmailNotValidError as exc:
-        raise AddressError(f"{value!r} is not a valid email address: {exc}") from None
+        raise AddressError(f"{_shown(value)} is not a valid email address: {exc}") from None
     email = (result.ascii_email or result.normalized).lower()
     if not 6 <= len(email) <= 265:
-        raise AddressError(f"{value!r} is not a valid email address: İYS takes 6 to 265 characters")
+        raise AddressError(f"{_shown(value)} is not a valid email address: İYS takes 6 to 265 characters")
     return email
 
 
@@ -42,9 +53,14 @@ def normalise_phone(text: str, region: str = DEFAULT_REGION) -> Phone:
     try:
         number = phonenumbers.parse(value, region)
     except phonenumbers.NumberParseException:
-        raise AddressError(f"{value!r} is not a phone number; write e.g. 0532 123 45 67 or +90 532 123 45 67") from None
+        raise AddressError(f"{_shown(value)} is not a phone number; write e.g. 0532 123 45 67 or +90 532 123 45 67") from None
+    # phonenumbers reads letters as a keypad would (0532abc4567 -> 0532 222 45 67): a typo would
+    # become someone else's number, and consent recorded for it would be that stranger's
+    if any(c.isalpha() for c in value):
+        raise AddressError(f"{_shown(value)} contains letters; write the number in digits only, "
+                           "e.g. 0532 123 45 67 or +90 532 123 45 67")
     if not phonenumbers.is_valid_number(number):
-        raise AddressError(f"{value!r} is not a valid phone number; check the digits "
+        raise AddressError(f"{_shown(value)} is not a valid phone number; check the digits "
                            "(e.g. 0532 123 45 67 or +90 532 123 45 67)")
     e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
     return Phone(e164=e164, mobile=phonenumbers.number_type(number) in _MOBILE_TYPES)

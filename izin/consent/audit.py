@@ -20,6 +20,7 @@ from sqlalchemy.orm import aliased
 from sqlalchemy.orm import Session
 
 from izin.clock import iso_istanbul, iso_utc
+from izin.consent.csvio import neutralise
 from izin.consent.ledger import event_hash
 from izin.consent.models import (GENESIS_HASH, IYS_TYPE, ConsentEvent, ConsentState, Contact, LedgerHead,
                                  PurgeRun)
@@ -29,7 +30,6 @@ CONSENT_FIELDS = ("kind", "id", "contact", "recipient", "channel", "iys_type", "
                   "prev_hash", "hash", "purged", "iys_status", "iys_transaction_id", "iys_creation_date")
 #: rows fetched per round trip while streaming
 PAGE_ROWS = 2_000
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 def consent_records(session: Session, since: datetime | None = None, until: datetime | None = None,
@@ -65,16 +65,6 @@ def consent_records(session: Session, since: datetime | None = None, until: date
             "iys_status": iys_state, "iys_transaction_id": iys_transaction,
             "iys_creation_date": iso_istanbul(iys_created) if iys_created else None,
         }
-
-
-def neutralise(value: Any) -> str:
-    """A CSV cell a spreadsheet will show as text, never run as a formula."""
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    text = str(value)
-    return "'" + text if text.startswith(_FORMULA_START) else text
 
 
 def write_records(records: Iterator[dict[str, Any]], out: IO[str], fmt: str,
@@ -153,7 +143,7 @@ def verify(session: Session, secret: str) -> Verification:
                                 f"event #{event.id} does not follow event #{event.id - 1}: an event before it "
                                 "was deleted, inserted or reordered")
         if event.purge_run_id is not None:
-            tombstones.setdefault(event.purge_run_id, []).append(f"{event.id}:{event.hash}\n")
+            tombstones.setdefault(event.purge_run_id, []).append(tombstone_line(event))
         elif event_hash(event) != event.hash:
             return Verification(checked, expected_id - 1, prev_hash, event.id,
                                 f"event #{event.id} was changed after it was recorded: its content no longer "
@@ -161,12 +151,16 @@ def verify(session: Session, secret: str) -> Verification:
         prev_hash, expected_id, checked = event.hash, expected_id + 1, checked + 1
     last_id = expected_id - 1
     head = session.get(LedgerHead, 1)
+    if head is not None and head.last_id == last_id and head.last_hash != prev_hash:
+        return Verification(checked, last_id, prev_hash, last_id,
+                            f"the ledger's head records a hash that is not event #{last_id}'s: the newest event "
+                            "was rewritten, or the head was changed outside izin")
     if head is None or head.last_id != last_id or head.last_hash != prev_hash:
         head_id = head.last_id if head else 0
         return Verification(checked, last_id, prev_hash, min(last_id, head_id) + 1,
                             f"the ledger ends at event #{last_id} but its head records #{head_id}: "
                             "the newest events were deleted, or events were appended outside izin")
-    problem = _check_purges(session, secret, tombstones) or _check_state(session)
+    problem = _check_purges(session, secret, tombstones) or _check_state(session) or _check_contacts(session)
     if problem:
         return Verification(checked, last_id, prev_hash, problem[0], problem[1])
     return Verification(checked, last_id, prev_hash)
@@ -181,6 +175,8 @@ def _check_state(session: Session) -> tuple[int, str] | None:
         .outerjoin(event, event.id == ConsentState.event_id)
         .where(or_(event.id.is_(None), event.status != ConsentState.status, event.channel != ConsentState.channel,
                    event.recipient_type != ConsentState.recipient_type,
+                   # the dates decide İYS ordering and when retention may purge: they are the event's
+                   event.consent_date != ConsentState.consent_date, event.recorded_at != ConsentState.recorded_at,
                    and_(event.recipient.is_not(None), event.recipient != ConsentState.recipient),
                    exists().where(later.recipient == ConsentState.recipient, later.channel == ConsentState.channel,
                                   later.recipient_type == ConsentState.recipient_type,
@@ -202,6 +198,35 @@ def _check_state(session: Session) -> tuple[int, str] | None:
     return None
 
 
+def _check_contacts(session: Session) -> tuple[int, str] | None:
+    """An event's link to a contact row (not hashed) must lead to the contact it was recorded for
+    (hashed as `contact`): else `consent show` and exports would file the evidence under someone else."""
+    wrong = session.execute(
+        select(ConsentEvent.id, ConsentEvent.contact_ref, Contact.external_id)
+        .join(Contact, Contact.id == ConsentEvent.contact_id)
+        .where(or_(ConsentEvent.contact_ref.is_(None), ConsentEvent.contact_ref != Contact.external_id))
+        .order_by(ConsentEvent.id).limit(1)).first()
+    if wrong is None:
+        return None
+    return wrong.id, (f"event #{wrong.id} was recorded for contact {wrong.contact_ref} but is linked to contact "
+                      f"{wrong.external_id}: its contact link was changed outside izin")
+
+
+def tombstone_line(event: ConsentEvent) -> str:
+    """What a purge run signs for one tombstone: its id, its hash, and a digest of what it keeps
+    (channel, status, source, type, dates), so the evidence left after a purge cannot be edited."""
+    kept = json.dumps({"channel": event.channel, "status": event.status, "source": event.source,
+                       "recipient_type": event.recipient_type, "consent_date": iso_utc(event.consent_date),
+                       "recorded_at": iso_utc(event.recorded_at), "iys_uploadable": event.iys_uploadable,
+                       "prev_hash": event.prev_hash}, sort_keys=True, separators=(",", ":"))
+    return f"{event.id}:{event.hash}:{hashlib.sha256(kept.encode()).hexdigest()}\n"
+
+
+def _legacy_digest(lines: list[str]) -> str:
+    """The digest purge runs recorded before they covered what tombstones keep (ids and hashes only)."""
+    return hashlib.sha256("".join(":".join(line.split(":")[:2]) + "\n" for line in lines).encode()).hexdigest()
+
+
 def _check_purges(session: Session, secret: str, tombstones: dict[int, list[str]]) -> tuple[int, str] | None:
     runs = {run.id: run for run in session.scalars(select(PurgeRun))}
     for run_id, lines in tombstones.items():
@@ -210,6 +235,8 @@ def _check_purges(session: Session, secret: str, tombstones: dict[int, list[str]
         if run is None:
             return first, f"event #{first} is marked purged by run {run_id}, which does not exist"
         digest = hashlib.sha256("".join(lines).encode()).hexdigest()
+        if digest != run.digest and _legacy_digest(lines) == run.digest:
+            digest = run.digest  # an older run: its tombstones' ids and hashes are all it can vouch for
         if digest != run.digest:
             return first, (f"the events marked purged by run {run_id} are not the ones it purged "
                            f"(first: #{first}); an event was blanked outside izin")

@@ -7,6 +7,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 
+from izin import clock
 from izin.consent.csvio import CsvInput, ProgressFn, Row, import_csv
 from izin.consent.ledger import LedgerWriter
 from izin.consent.models import Contact
@@ -30,7 +31,10 @@ def _consent_date(text: str | None, tz: ZoneInfo) -> datetime:
         value = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         raise ValueError(f"consent_date: {text!r} is not ISO 8601; write e.g. 2026-11-20T14:30:00+03:00") from None
-    return value if value.tzinfo else value.replace(tzinfo=tz)
+    value = value if value.tzinfo else value.replace(tzinfo=tz)
+    if clock.out_of_range(value):
+        raise ValueError(f"consent_date: {text!r} is out of range; {clock.RANGE_HINT}")
+    return value
 
 
 def import_consents(db: Database, path: str, now: datetime, tz: ZoneInfo, rejects: str | None = None,

@@ -1,5 +1,6 @@
 """CSV input with the contract's promises: UTF-8 (BOM allowed), rows numbered as in the file,
 file-level problems as InputError (exit 2), row-level ones to a rejects file with line and reason.
+Every CSV izin writes goes through `neutralise`, so no cell runs as a spreadsheet formula.
 """
 
 from __future__ import annotations
@@ -7,10 +8,11 @@ from __future__ import annotations
 import codecs
 import csv
 import os
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from izin.consent.report import ImportReport
 from izin.errors import InputError
@@ -21,6 +23,24 @@ _CHUNK = 1 << 20
 MAX_CELL_CHARS = 64 * 1024
 #: a header wider than this is not a contacts file
 MAX_COLUMNS = 1_000
+#: the longest cell the csv module will read at all, in characters. Cells up to it are read whole,
+#: so a long quoted cell is rejected as one row instead of its lines being read as rows of their
+#: own; a longer one stops the import (it is almost always a quote never closed)
+FIELD_LIMIT = 8 * 1024 * 1024
+csv.field_size_limit(max(csv.field_size_limit(), FIELD_LIMIT))  # process-wide: only ever raised
+#: what a spreadsheet (Excel, LibreOffice, Google Sheets) takes as the start of a formula
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_UTF16_BOMS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
+
+
+def neutralise(value: Any) -> str:
+    """A CSV cell a spreadsheet will show as text, never run as a formula."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    text = str(value)
+    return "'" + text if text.startswith(_FORMULA_START) else text
 
 
 @dataclass(frozen=True)
@@ -44,6 +64,10 @@ def _check_encoding(path: Path) -> None:
     decoder = codecs.getincrementaldecoder("utf-8-sig")()
     line = 1
     with path.open("rb") as f:
+        if f.read(2) in _UTF16_BOMS:
+            raise InputError("is UTF-16 (Excel: Unicode Text); save the file as UTF-8 (Excel: CSV UTF-8) "
+                             "and import again", file=str(path), line=1)
+        f.seek(0)
         while chunk := f.read(_CHUNK):
             try:
                 decoder.decode(chunk)
@@ -63,6 +87,56 @@ def _check_encoding(path: Path) -> None:
                              file=str(path)) from None
 
 
+class _Lines:
+    """The file's lines for csv.reader, keeping those of the record being read, so a record that
+    swallowed the rest of the file (a quote never closed) can be rejected and the lines after its
+    first one read again. Line numbers count what was read, the header being line 1."""
+
+    def __init__(self, lines: Iterator[str]) -> None:
+        self._lines = lines
+        self._again: deque[str] = deque()
+        self.taken: list[str] = []
+        #: lines belonging to records already returned
+        self.done = 0
+
+    def __iter__(self) -> _Lines:
+        return self
+
+    def __next__(self) -> str:
+        line = self._again.popleft() if self._again else next(self._lines)
+        self.taken.append(line)
+        return line
+
+    def exhausted(self) -> bool:
+        if self._again:
+            return False
+        line = next(self._lines, None)
+        if line is None:
+            return True
+        self._again.append(line)
+        return False
+
+    def finish_record(self) -> None:
+        self.done += len(self.taken)
+        self.taken = []
+
+    def read_again_after_first(self) -> None:
+        """Keep the current record's first line as consumed; the others will be read again."""
+        rest, self.taken = self.taken[1:], self.taken[:1]
+        self._again.extendleft(reversed(rest))
+        self.finish_record()
+
+
+def _unterminated(lines: list[str]) -> bool:
+    """Whether these lines end inside a quoted cell (the lenient reader silently closes it at EOF)."""
+    try:
+        for _ in csv.reader(lines, strict=True):
+            pass
+    except csv.Error as exc:
+        return "unexpected end of data" in str(exc)
+    return False
+
+
 class CsvInput:
     """A validated CSV file to iterate row by row."""
 
@@ -73,9 +147,11 @@ class CsvInput:
         self.size = self.path.stat().st_size
         _check_encoding(self.path)
         self._file: IO[str] = self.path.open(encoding="utf-8-sig", newline="")
-        self._reader = csv.reader(self._file)
+        self._lines = _Lines(self._file)
+        self._reader = csv.reader(self._lines)
         try:
             header = next(self._reader, None)
+            self._lines.finish_record()
         except csv.Error as exc:
             self.close()
             raise InputError(f"the header row cannot be read: {exc}", file=str(self.path), line=1) from None
@@ -105,6 +181,8 @@ class CsvInput:
             raise InputError(f"missing required column {missing[0]!r}; the header has: {', '.join(self.columns)}"
                              + hint, file=str(self.path), line=1)
         self.rejected: list[tuple[Row, str]] = []
+        #: set when reading had to stop before the end of the file (exit 2 once the rows before are done)
+        self.stopped: InputError | None = None
 
     @property
     def position(self) -> int:
@@ -113,21 +191,32 @@ class CsvInput:
 
     def rows(self) -> Iterator[Row]:
         """Yield well-formed rows; malformed ones go straight to the rejects."""
-        line = 1
+        lines = self._lines
         while True:
-            start = line + 1
+            start = lines.done + 1
             try:
                 cells = next(self._reader)
             except StopIteration:
                 return
             except csv.Error as exc:
-                line = self._reader.line_num
+                lines.finish_record()
                 if "field limit" in str(exc):
-                    self.reject(Row(start, [], {}), f"row: a cell is longer than {MAX_CELL_CHARS} characters")
-                else:
-                    self.reject(Row(start, [], {}), f"row: cannot be read as CSV ({exc})")
+                    # where this cell ends cannot be known, so no row after it can be trusted: stop
+                    # here, and let the caller finish the rows before it and then report this
+                    self.stopped = InputError(f"a cell starting on this line is longer than {FIELD_LIMIT} "
+                                              "characters (a quote never closed?); nothing after it was read, "
+                                              "the rows before it were imported", file=str(self.path), line=start)
+                    return
+                self.reject(Row(start, [], {}), f"row: cannot be read as CSV ({exc})")
                 continue
-            line = self._reader.line_num
+            if len(lines.taken) > 1 and lines.exhausted() and _unterminated(lines.taken):
+                # the lines after this one are rows of their own, not the inside of a cell
+                first = next(csv.reader(lines.taken[:1]), [])
+                lines.read_again_after_first()
+                self.reject(Row(start, first, dict(zip(self.columns, first))),
+                            'row: a quote (") opened in this row is never closed; close it or remove it')
+                continue
+            lines.finish_record()
             if not cells or not any(c.strip() for c in cells):
                 continue  # blank lines are not rows
             row = Row(start, cells, dict(zip(self.columns, cells)))
@@ -135,7 +224,10 @@ class CsvInput:
                 self.reject(row, f"row: has {len(cells)} cells but the header has {len(self.columns)}")
                 continue
             if any(len(c) > MAX_CELL_CHARS for c in cells):
-                self.reject(row, f"row: a cell is longer than {MAX_CELL_CHARS} characters")
+                # the rejects name the row; the oversized cell itself is left out of them
+                kept = [c if len(c) <= MAX_CELL_CHARS else "" for c in cells]
+                self.reject(Row(start, kept, dict(zip(self.columns, kept))),
+                            f"row: a cell is longer than {MAX_CELL_CHARS} characters")
                 continue
             if any("\x00" in c for c in cells):
                 self.reject(row, "row: contains a NUL character")
@@ -180,7 +272,7 @@ class CsvInput:
                 writer.writerow([*self.columns, "line", "reason"])
                 for row, reason in sorted(self.rejected, key=lambda item: item[0].line):
                     cells = (row.cells + [""] * len(self.columns))[: len(self.columns)]
-                    writer.writerow([*cells, row.line, reason])
+                    writer.writerow([neutralise(c) for c in (*cells, row.line, reason)])
         except OSError as exc:
             raise InputError(f"cannot be written ({exc.strerror}); the valid rows were imported, "
                              f"{len(self.rejected)} rows were rejected", file=str(path), field="--rejects") from None
@@ -196,14 +288,21 @@ class CsvInput:
         self.close()
 
 
-def batched(rows: Iterator[Row], size: int) -> Iterator[list[Row]]:
-    """Group rows into lists of at most `size`."""
+#: characters one batch may hold: wide rows (many long attribute cells) make smaller batches, so
+#: memory follows this budget and not the file's size
+BATCH_CHARS = 8 * 1024 * 1024
+
+
+def batched(rows: Iterator[Row], size: int, max_chars: int = BATCH_CHARS) -> Iterator[list[Row]]:
+    """Group rows into lists of at most `size` rows and about `max_chars` characters."""
     batch: list[Row] = []
+    chars = 0
     for row in rows:
         batch.append(row)
-        if len(batch) == size:
+        chars += sum(map(len, row.cells))
+        if len(batch) == size or chars >= max_chars:
             yield batch
-            batch = []
+            batch, chars = [], 0
     if batch:
         yield batch
 
@@ -226,4 +325,6 @@ def import_csv(path: str | os.PathLike[str], required: tuple[str, ...], rejects:
         report.rejected = len(source.rejected)
         report.reasons = source.reason_counts()
         report.rejects_file = source.write_rejects(rejects)
+    if source.stopped is not None:
+        raise source.stopped
     return report

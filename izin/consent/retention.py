@@ -3,7 +3,7 @@ the targeting data of contacts who opted out.
 
 Purged events become tombstones: id, hashes, channel, status, source and dates stay, the recipient,
 contact and proof go. The chain stays verifiable because verify checks a tombstone's links and the
-signed digest of its purge run instead of its content. The consent-state row of a purged address
+signed digest of its purge run (ids, hashes and what each tombstone keeps) instead of its content. The consent-state row of a purged address
 stays as a bare suppression, so a TACIR address that refused is never messaged again.
 """
 
@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, exists, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from izin.consent.audit import key_id, sign
+from izin.consent.audit import key_id, sign, tombstone_line
 from izin.consent.models import (ConsentEvent, ConsentState, Contact, ContactEvent, ContactTag, OptinRequest,
                                  PurgeRun)
 
@@ -67,9 +67,11 @@ def purge(session: Session, now: datetime, years: int, secret: str) -> PurgeRepo
     if not ids:
         return PurgeReport(cutoff, 0, contacts, None, abandoned)
     ids.sort()
-    hashes = {i: h for i, h in session.execute(select(ConsentEvent.id, ConsentEvent.hash).where(
-        ConsentEvent.id.in_(ids)))}
-    digest = hashlib.sha256("".join(f"{i}:{hashes[i]}\n" for i in ids).encode()).hexdigest()
+    lines: list[str] = []
+    for start in range(0, len(ids), 1_000):
+        lines.extend(tombstone_line(e) for e in session.scalars(select(ConsentEvent).where(
+            ConsentEvent.id.in_(ids[start:start + 1_000])).order_by(ConsentEvent.id)))
+    digest = hashlib.sha256("".join(lines).encode()).hexdigest()
     run = PurgeRun(run_at=now, cutoff=cutoff, events=len(ids), contacts=contacts, digest=digest,
                    signature=sign(secret, digest), key_id=key_id(secret))
     session.add(run)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from izin.consent import csvio
-from izin.consent.csvio import MAX_CELL_CHARS, CsvInput, Row, batched
+from izin.consent.csvio import FIELD_LIMIT, MAX_CELL_CHARS, CsvInput, Row, batched
 from izin.errors import InputError
 
 
@@ -247,13 +247,35 @@ def test_rejects_row_with_too_many_cells_keeps_the_header_width():
                                      ["C1", "x", "2", "row: has 4 cells but the header has 2"]]
 
 
-def test_unreadable_row_is_listed_with_empty_cells():
+def test_a_row_with_an_oversized_cell_is_listed_without_that_cell():
     make(f"external_id,a\nC1,{'x' * 200_000}\n")
     with CsvInput("in.csv", ("external_id",)) as source:
         list(source.rows())
         source.write_rejects("r.csv")
     assert read_rejects("r.csv") == [["external_id", "a", "line", "reason"],
-                                     ["", "", "2", f"row: a cell is longer than {MAX_CELL_CHARS} characters"]]
+                                     ["C1", "", "2", f"row: a cell is longer than {MAX_CELL_CHARS} characters"]]
+
+
+def test_a_long_quoted_cell_over_many_lines_is_one_rejected_row():
+    big = "\n".join(["x" * 99] * 2_000)  # 200,000 characters: over the csv module's own default limit
+    assert read(f'external_id,a\nC1,ok\nC2,"{big}"\nC3,"fine, quoted"\n')[1:] == (
+        [(2, ["C1", "ok"]), (2003, ["C3", "fine, quoted"])],
+        [(3, f"row: a cell is longer than {MAX_CELL_CHARS} characters")])
+
+
+def test_a_cell_past_the_field_limit_stops_the_file():
+    error = input_error_rows(f'external_id,a\nC1,ok\nC2,"{"x" * (FIELD_LIMIT + 1)}\nC3,ok\n')
+    assert str(error) == (f"in.csv:3: a cell starting on this line is longer than {FIELD_LIMIT} characters (a quote "
+                          "never closed?); nothing after it was read, the rows before it were imported")
+
+
+def input_error_rows(data: str) -> InputError:
+    """The error that stopped reading; the rows before it were read."""
+    make(data)
+    with CsvInput("in.csv", ("external_id",)) as source:
+        assert [(r.line, r.cells) for r in source.rows()] == [(2, ["C1", "ok"])]
+    assert source.stopped is not None and source.stopped.exit_code == 2
+    return source.stopped
 
 
 def test_no_rejects_writes_no_file(in_tmp):
@@ -313,3 +335,8 @@ def test_close_releases_the_file():
     source = CsvInput(make("external_id\nC1\n"), ("external_id",))
     source.close()
     assert source._file.closed
+
+
+def test_batched_also_caps_the_characters_of_a_batch():
+    rows = [Row(i, ["x" * 40, "y" * 60], {}) for i in range(2, 9)]
+    assert [[r.line for r in b] for b in batched(iter(rows), 1_000, max_chars=250)] == [[2, 3, 4], [5, 6, 7], [8]]
