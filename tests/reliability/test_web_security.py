@@ -16,7 +16,6 @@ import statistics
 import subprocess
 import sys
 import time
-from datetime import datetime
 
 import pytest
 from hypothesis import strategies as st
