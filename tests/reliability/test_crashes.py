@@ -1,0 +1,257 @@
+"""Crashes and restarts in the middle of a delivery run: nothing lost, duplicates only in the window.
+
+Workers are killed with SIGKILL at chosen points (before the claim, after it, inside the adapter
+call, after the provider's 250 but before the row is marked); Redis, PostgreSQL and the SMTP sink
+are restarted under running workers. After each run every due delivery must be `sent`, the sink
+must hold every due address, and an address may have come twice only if its delivery was claimed
+and unfinished when a fault struck (`harness.duplicate_verdict`). A restarted worker runs at a later
+IZIN_NOW, past the dead one's lease, as an operator's next run would.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import time
+from collections import Counter
+from datetime import datetime
+
+import pytest
+
+from harness import (AT, PHASES, Locker, duplicate_verdict, in_flight, lease_later,
+                     populate, recipients, running_sink, schedule_once, spawn_worker, children, statuses,
+                     stop_group, wait_for, write_config)
+from izin.campaigns import actors
+from izin.campaigns.runner import enqueue_due
+from izin.db import Database, upgrade
+
+CI_DELIVERIES, HEAVY_DELIVERIES = 600, 5_000
+
+
+def _phases(kills: int, rng: random.Random) -> list[str]:
+    """Every phase at least kills // 4 times, the rest at random, in random order."""
+    chosen = [*PHASES * (kills // len(PHASES)), *rng.choices(PHASES, k=kills % len(PHASES))]
+    rng.shuffle(chosen)
+    return chosen
+
+
+def _enqueue(db: Database, settings, broker_url: str, now: datetime) -> int:
+    """What the scheduler's tick does: enqueue every due row not enqueued in the last 10 minutes."""
+    config = settings.model_copy(update={"broker": settings.broker.model_copy(update={"url": broker_url})})
+    actors.configure(config)
+    try:
+        return enqueue_due(db, now)
+    finally:
+        actors.reset()
+
+
+class Run:
+    """One crash run: deliveries, a sink, and a way to start and kill workers."""
+
+    def __init__(self, db: Database, settings, tmp_path, sink, count: int, broker_url: str = "") -> None:
+        self.db, self.settings, self.folder, self.sink = db, settings, tmp_path, sink
+        self.broker_url = broker_url
+        write_config(tmp_path, sink.port)
+        addresses = populate(db, count)
+        ids = schedule_once(db, settings)
+        assert len(ids) == count
+        self.due = recipients(db, set(ids))
+        assert sorted(self.due.values()) == addresses
+        self.windows: list[set[int]] = []
+        self.now = AT
+        self.workers_started = 0
+
+    def start(self) -> subprocess.Popen[str]:
+        self.workers_started += 1
+        if self.broker_url:
+            _enqueue(self.db, self.settings, self.broker_url, self.now)
+            return spawn_worker(self.folder, self.db.url, self.now, "--processes", "2", "--threads", "2",
+                                broker_url=self.broker_url)
+        return spawn_worker(self.folder, self.db.url, self.now, "--burst", "--threads", "2")
+
+    def kill(self, worker: subprocess.Popen[str], rng: random.Random) -> None:
+        """SIGKILL the worker: the embedded process itself, or one dramatiq worker process (its
+        siblings are then stopped by dramatiq's main process, as in production)."""
+        if self.broker_url:
+            # izin worker -> dramatiq main -> worker processes
+            mains = children(worker.pid)
+            workers = [pid for pid in children(mains[0])] if mains else []
+            os.kill(rng.choice(workers) if workers else worker.pid, signal.SIGKILL)
+            try:
+                worker.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                stop_group(worker, signal.SIGKILL)
+        else:
+            stop_group(worker, signal.SIGKILL)
+
+    def wait_started(self, worker: subprocess.Popen[str]) -> None:
+        """Until the worker process can take a message (dramatiq's processes boot in the background)."""
+        if self.broker_url:
+            wait_for(lambda: len(children(worker.pid)) > 0 and len(children(children(worker.pid)[0])) >= 2,
+                     60, "dramatiq's worker processes")
+
+    def kill_at(self, phase: str, rng: random.Random) -> None:
+        """Start a worker, kill it at `phase`, record what was in flight, move the clock past the lease."""
+        locker = Locker(self.db)
+        countdown = rng.randint(3, 40)
+        if phase == "before_claim":
+            locker()  # the worker blocks on its first write, before any claim is taken
+            worker = self.start()
+            self.wait_started(worker)
+            time.sleep(rng.uniform(0.3, 1.0))
+        else:
+            stage = {"after_claim": "rcpt", "in_adapter": "data", "after_receipt": "accepted"}[phase]
+            trap = self.sink.arm(stage, countdown, hook=locker if stage == "accepted" else None)
+            worker = self.start()
+            assert trap.reached.wait(90), f"the worker never reached {stage}"
+            if stage == "accepted":
+                time.sleep(0.2)  # the worker has the 250 and waits to mark the row
+        self.kill(worker, rng)
+        self.sink.trap = None
+        if phase != "before_claim":
+            trap.released.set()
+        locker.release()
+        self.windows.append(in_flight(self.db))
+        self.now = lease_later(self.now)
+
+    def finish(self, timeout_s: float = 300) -> None:
+        """A last worker after every lease ran out sends whatever is left."""
+        worker = self.start()
+        if self.broker_url:
+            try:
+                wait_for(lambda: statuses(self.db) == Counter({"sent": len(self.due)}), timeout_s,
+                         "every delivery sent")
+            finally:
+                stop_group(worker)
+        else:
+            assert worker.wait(timeout=timeout_s) == 0
+        assert statuses(self.db) == Counter({"sent": len(self.due)})
+
+
+def _kill_run(db, settings, tmp_path, findings, count: int, kills: int, broker_url: str, label: str) -> None:
+    rng = random.Random(f"{label}-{count}-{kills}")
+    with running_sink() as sink:
+        run = Run(db, settings, tmp_path, sink, count, broker_url)
+        phases = _phases(kills, rng)
+        for phase in phases:
+            run.kill_at(phase, rng)
+        after_receipt = [w for p, w in zip(phases, run.windows) if p == "after_receipt"]
+        assert all(after_receipt), "an after-receipt kill left nothing in flight: the window was not exercised"
+        run.finish()
+        verdict = duplicate_verdict(sink, run.due, run.windows)
+    findings(f"SIGKILL {label} worker", deliveries=count, faults_injected=kills, attempts=run.workers_started,
+             phases=dict(Counter(phases)), **verdict)
+
+
+def _embedded(tmp_path) -> Database:
+    database = Database(f"sqlite:///{tmp_path / 'izin.db'}")
+    upgrade(database)
+    return database
+
+
+def test_sigkill_embedded_worker(tmp_path, settings, findings):
+    db = _embedded(tmp_path)
+    _kill_run(db, settings, tmp_path, findings, CI_DELIVERIES, 10, "", "embedded")
+
+
+@pytest.mark.heavy
+def test_sigkill_embedded_worker_full(tmp_path, settings, findings):
+    db = _embedded(tmp_path)
+    _kill_run(db, settings, tmp_path, findings, HEAVY_DELIVERIES, 10, "", "embedded")
+
+
+@pytest.fixture
+def pg(postgres_url):
+    database = Database(postgres_url)
+    upgrade(database)
+    yield database
+    database.dispose()
+
+
+def test_sigkill_dramatiq_worker_process(pg, settings, tmp_path, private_redis, findings):
+    _kill_run(pg, settings, tmp_path, findings, CI_DELIVERIES, 4, private_redis.url, "dramatiq")
+
+
+@pytest.mark.heavy
+def test_sigkill_dramatiq_worker_process_full(pg, settings, tmp_path, private_redis, findings):
+    _kill_run(pg, settings, tmp_path, findings, HEAVY_DELIVERIES, 10, private_redis.url, "dramatiq")
+
+
+def _settled(db: Database, quiet_s: float = 3.0):
+    """A predicate: nothing due is left, and what is still `sending` has not moved for quiet_s."""
+    seen: dict[str, object] = {"flight": None, "since": time.monotonic()}
+
+    def check() -> bool:
+        counts = statuses(db)
+        if any(k.split(":")[0] in ("scheduled", "deferred") for k in counts):
+            return False
+        flight = in_flight(db)
+        if flight != seen["flight"]:
+            seen["flight"], seen["since"] = flight, time.monotonic()
+        return not flight or time.monotonic() - float(seen["since"]) > quiet_s  # type: ignore[arg-type]
+
+    return check
+
+
+def _restart_run(db, settings, tmp_path, findings, broker_url: str, restart, label: str,
+                 after: int = 150) -> None:
+    """Two dramatiq processes on Redis; `restart()` once `after` messages arrived, workers left
+    running; the scheduler's next tick re-enqueues what the broker lost. An outage shorter than the
+    worker's retry budget must cost nothing: no delivery stuck, none lost, none twice."""
+    with running_sink() as sink:
+        run = Run(db, settings, tmp_path, sink, CI_DELIVERIES, broker_url)
+        worker = run.start()
+        started = time.monotonic()
+        try:
+            wait_for(lambda: sink.total >= after, 120, f"{after} messages")
+            flight = in_flight(db)
+            restart()
+            run.now = lease_later(run.now)
+            _enqueue(db, settings, broker_url, run.now)
+            wait_for(_settled(db), 180, "the run to settle after the restart")
+        finally:
+            stop_group(worker)
+        stuck = in_flight(db)
+        run.windows.append(flight | stuck)
+        if stuck:  # claimed when the fault struck and never marked: a later worker finishes them
+            run.now = lease_later(run.now)
+            run.finish()
+        assert statuses(db) == Counter({"sent": CI_DELIVERIES})
+        verdict = duplicate_verdict(sink, run.due, run.windows)
+    findings(f"{label} restarted under 2 dramatiq worker processes", deliveries=CI_DELIVERIES, faults_injected=1,
+             attempts=run.workers_started, seconds=round(time.monotonic() - started, 1), stuck_sending=len(stuck),
+             **verdict)
+    assert (len(stuck), verdict["duplicated"]) == (0, 0), "a short outage left deliveries stuck or sent twice"
+
+
+def test_redis_restart_mid_run(pg, settings, tmp_path, private_redis, findings):
+    _restart_run(pg, settings, tmp_path, findings, private_redis.url, private_redis.restart, "Redis")
+
+
+def test_postgres_restart_mid_run(private_db, settings, tmp_path, private_redis, private_postgres, findings):
+    _restart_run(private_db, settings, tmp_path, findings, private_redis.url, lambda: private_postgres.restart(2.0),
+                 "PostgreSQL")
+
+
+def test_smtp_sink_outage(tmp_path, settings, findings):
+    """The SMTP server goes away mid-run: what could not go is deferred, and goes once it is back."""
+    db = _embedded(tmp_path)
+    with running_sink() as sink:
+        run = Run(db, settings, tmp_path, sink, CI_DELIVERIES)
+        worker = run.start()
+        wait_for(lambda: sink.total >= 150, 60, "150 messages")
+        flight = in_flight(db)
+        sink.stop()
+        flight |= in_flight(db)
+        assert worker.wait(timeout=120) == 0
+        during = statuses(db)
+        assert set(during) == {"sent", "deferred:transient"}, during
+        sink.start()
+        run.now = lease_later(run.now, steps=6)  # past the 30 s backoff
+        run.finish()
+        run.windows.append(flight)
+        verdict = duplicate_verdict(sink, run.due, run.windows)
+    findings("SMTP sink stopped and restarted under an embedded worker", deliveries=CI_DELIVERIES, faults_injected=1,
+             deferred_during_outage=during["deferred:transient"], attempts=run.workers_started, **verdict)
