@@ -55,7 +55,7 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
 @pytest.fixture(scope="session")
 def private_redis():
     """A redis-server of our own that a test may restart (the shared one must never be touched)."""
-    from harness import PrivateRedis
+    from .harness import PrivateRedis
 
     server = PrivateRedis()
     server.start()
@@ -66,7 +66,7 @@ def private_redis():
 @pytest.fixture(scope="session")
 def private_postgres():
     """A PostgreSQL cluster of our own that a test may restart, made once per session."""
-    from harness import PrivatePostgres
+    from .harness import PrivatePostgres
 
     server = PrivatePostgres()
     server.start()

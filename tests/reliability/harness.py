@@ -25,6 +25,7 @@ from typing import Any
 from aiosmtpd.controller import Controller
 from sqlalchemy import select, text
 
+from conftest import SENDER_TOML, service_missing
 from izin.campaigns.models import Delivery
 from izin.campaigns.schedule import schedule_campaign
 from izin.campaigns.spec import parse_campaign
@@ -32,23 +33,6 @@ from izin.clock import parse_instant
 from izin.consent.ledger import LedgerWriter
 from izin.consent.models import Contact
 from izin.db import Database
-
-def _suite_conftest() -> Any:
-    """tests/conftest.py as a plain module: `import conftest` here would find this folder's own."""
-    import importlib.util
-
-    name = "izin_tests_conftest"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "conftest.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        sys.modules[name] = module
-    return sys.modules[name]
-
-
-SENDER_TOML: str = _suite_conftest().SENDER_TOML
-service_missing: Callable[[str, object], None] = _suite_conftest().service_missing
 
 #: the instant the deliveries are due at (a once campaign at 11:00, run at 12:00 Türkiye time)
 AT = parse_instant("2026-11-24T12:00:00+03:00")
@@ -242,17 +226,32 @@ def children(pid: int) -> list[int]:
     return found
 
 
-def stop_group(process: subprocess.Popen[str], sig: int = signal.SIGTERM, timeout_s: float = 30) -> None:
-    """Signal the process's group and wait; SIGKILL whatever is left after the timeout."""
-    try:
-        os.killpg(process.pid, sig)
-    except ProcessLookupError:
-        pass
-    try:
-        process.wait(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
+def stop_group(process: subprocess.Popen[str], sig: int = signal.SIGTERM, timeout_s: float = 30,
+               signal_first: bool = True) -> None:
+    """Signal the process's group, wait for the whole group to be gone, SIGKILL it after timeout_s."""
+    if signal_first:
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + timeout_s
+    while _group_alive(process.pid) and time.monotonic() < deadline:
+        process.poll()
+        time.sleep(0.05)
+    if _group_alive(process.pid):
         os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=10)
+    process.wait(timeout=10)
+
+
+def _group_alive(pgid: int) -> bool:
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
 
 
 def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:

@@ -16,11 +16,13 @@ import signal
 import subprocess
 import time
 from collections import Counter
+from collections.abc import Callable
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 
-from harness import (AT, PHASES, Locker, duplicate_verdict, in_flight, lease_later,
+from .harness import (AT, PHASES, Locker, duplicate_verdict, in_flight, lease_later,
                      populate, recipients, running_sink, schedule_once, spawn_worker, children, statuses,
                      stop_group, wait_for, write_config)
 from izin.campaigns import actors
@@ -63,42 +65,44 @@ class Run:
         self.now = AT
         self.workers_started = 0
 
-    def start(self) -> subprocess.Popen[str]:
+    def start(self, before_spawn: Callable[[], None] | None = None) -> subprocess.Popen[str]:
+        """A worker at self.now (in distributed mode after the scheduler's tick has enqueued)."""
         self.workers_started += 1
         if self.broker_url:
             _enqueue(self.db, self.settings, self.broker_url, self.now)
+        if before_spawn is not None:
+            before_spawn()
+        if self.broker_url:
             return spawn_worker(self.folder, self.db.url, self.now, "--processes", "2", "--threads", "2",
                                 broker_url=self.broker_url)
         return spawn_worker(self.folder, self.db.url, self.now, "--burst", "--threads", "2")
 
-    def kill(self, worker: subprocess.Popen[str], rng: random.Random) -> None:
+    def kill(self, worker: subprocess.Popen[str], rng: random.Random, release: Callable[[], None]) -> None:
         """SIGKILL the worker: the embedded process itself, or one dramatiq worker process (its
-        siblings are then stopped by dramatiq's main process, as in production)."""
+        siblings are then stopped by dramatiq's main process, as in production). `release` lets
+        go of whatever held the worker, once the kill has landed."""
         if self.broker_url:
-            # izin worker -> dramatiq main -> worker processes
-            mains = children(worker.pid)
-            workers = [pid for pid in children(mains[0])] if mains else []
+            workers = [pid for pid in children(worker.pid) if pid != worker.pid and children(pid) == []]
             os.kill(rng.choice(workers) if workers else worker.pid, signal.SIGKILL)
-            try:
-                worker.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                stop_group(worker, signal.SIGKILL)
+            release()
+            stop_group(worker, signal.SIGKILL, timeout_s=30, signal_first=False)
         else:
+            os.kill(worker.pid, signal.SIGKILL)
+            release()
             stop_group(worker, signal.SIGKILL)
 
     def wait_started(self, worker: subprocess.Popen[str]) -> None:
         """Until the worker process can take a message (dramatiq's processes boot in the background)."""
         if self.broker_url:
-            wait_for(lambda: len(children(worker.pid)) > 0 and len(children(children(worker.pid)[0])) >= 2,
-                     60, "dramatiq's worker processes")
+            wait_for(lambda: len(children(worker.pid)) >= 2, 60, "dramatiq's worker processes")
 
     def kill_at(self, phase: str, rng: random.Random) -> None:
         """Start a worker, kill it at `phase`, record what was in flight, move the clock past the lease."""
         locker = Locker(self.db)
         countdown = rng.randint(3, 40)
         if phase == "before_claim":
-            locker()  # the worker blocks on its first write, before any claim is taken
-            worker = self.start()
+            # the worker blocks on its first write, before any claim is taken
+            worker = self.start(before_spawn=locker)
             self.wait_started(worker)
             time.sleep(rng.uniform(0.3, 1.0))
         else:
@@ -108,11 +112,13 @@ class Run:
             assert trap.reached.wait(90), f"the worker never reached {stage}"
             if stage == "accepted":
                 time.sleep(0.2)  # the worker has the 250 and waits to mark the row
-        self.kill(worker, rng)
-        self.sink.trap = None
-        if phase != "before_claim":
-            trap.released.set()
-        locker.release()
+        def release() -> None:
+            self.sink.trap = None
+            if phase != "before_claim":
+                trap.released.set()
+            locker.release()
+
+        self.kill(worker, rng, release)
         self.windows.append(in_flight(self.db))
         self.now = lease_later(self.now)
 
@@ -255,3 +261,30 @@ def test_smtp_sink_outage(tmp_path, settings, findings):
         verdict = duplicate_verdict(sink, run.due, run.windows)
     findings("SMTP sink stopped and restarted under an embedded worker", deliveries=CI_DELIVERIES, faults_injected=1,
              deferred_during_outage=during["deferred:transient"], attempts=run.workers_started, **verdict)
+
+
+def test_sigterm_to_izin_worker_stops_its_dramatiq_processes(pg, tmp_path, private_redis, findings):
+    """A supervisor that stops `izin worker` signals that one process; its dramatiq processes must
+    stop with it (gracefully, finishing what they hold), not run on as orphans."""
+    write_config(tmp_path, 25)
+    worker = spawn_worker(tmp_path, pg.url, AT, "--processes", "2", "--threads", "1", broker_url=private_redis.url)
+    try:
+        wait_for(lambda: len(children(worker.pid)) >= 2, 60, "dramatiq's worker processes")
+        family = [worker.pid, *children(worker.pid)]
+        os.kill(worker.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and any(Path(f"/proc/{pid}").exists() and _running(pid) for pid in family):
+            worker.poll()
+            time.sleep(0.1)
+        left = [pid for pid in family if Path(f"/proc/{pid}").exists() and _running(pid)]
+    finally:
+        stop_group(worker, signal.SIGKILL, timeout_s=5)
+    findings("SIGTERM to izin worker (distributed)", processes=len(family), left_running=len(left))
+    assert left == [], f"{len(left)} of {len(family)} processes still running 30 s after SIGTERM"
+
+
+def _running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
