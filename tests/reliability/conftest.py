@@ -91,6 +91,7 @@ def private_db(private_postgres):
     upgrade(database)
     yield database
     database.dispose()
+    admin.dispose()  # its pooled connection may predate a restart of the cluster
     with admin.connect() as connection:
         connection.execute(text(f'drop database if exists "{name}" with (force)'))
     admin.dispose()

@@ -60,6 +60,8 @@ class _Trap:
     stage: str
     countdown: int
     hook: Callable[[], None] | None
+    #: the client's (host, port): which worker process holds this message
+    peer: tuple[str, int] | None = None
     reached: threading.Event = field(default_factory=threading.Event)
     released: threading.Event = field(default_factory=threading.Event)
 
@@ -105,7 +107,8 @@ class Sink:
             self.trap = None
         return trap
 
-    async def _hold(self, trap: _Trap) -> str:
+    async def _hold(self, trap: _Trap, session: Any) -> str:
+        trap.peer = session.peer
         trap.reached.set()
         while not trap.released.is_set():
             await asyncio.sleep(0.01)
@@ -114,7 +117,7 @@ class Sink:
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: N802
         trap = self._sprung("rcpt")
         if trap is not None:
-            return await self._hold(trap)
+            return await self._hold(trap, session)
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
@@ -123,7 +126,7 @@ class Sink:
             await asyncio.sleep(self.delay_s)
         trap = self._sprung("data")
         if trap is not None:
-            return await self._hold(trap)
+            return await self._hold(trap, session)
         trap = self._sprung("accepted")
         with self.lock:
             for rcpt in envelope.rcpt_tos:
@@ -131,6 +134,7 @@ class Sink:
         if trap is not None:
             if trap.hook is not None:
                 trap.hook()
+            trap.peer = session.peer
             trap.reached.set()
         return "250 OK"
 
@@ -224,6 +228,24 @@ def children(pid: int) -> list[int]:
         for kid in kids:
             found += [kid, *children(kid)]
     return found
+
+
+def socket_owner(port: int, pids: list[int]) -> int | None:
+    """Which of pids has the loopback TCP socket whose local port is `port` (Linux /proc)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(f"socket:[{fields[9]}]")
+    for pid in pids:
+        for fd in Path(f"/proc/{pid}/fd").glob("*"):
+            try:
+                if os.readlink(fd) in inodes:
+                    return pid
+            except OSError:
+                continue
+    return None
 
 
 def stop_group(process: subprocess.Popen[str], sig: int = signal.SIGTERM, timeout_s: float = 30,
