@@ -136,6 +136,13 @@ def upsert_insert(session: Session) -> Any:
     return pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
 
 
+def serialise(session: Session, name: str) -> None:
+    """Hold the lock called `name` until the transaction ends: PostgreSQL's advisory lock (SQLite's
+    BEGIN IMMEDIATE already lets one writer in at a time)."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("select pg_advisory_xact_lock(hashtext(:name))"), {"name": name})
+
+
 class Database:
     """An engine and its session factory."""
 

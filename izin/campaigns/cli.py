@@ -356,7 +356,6 @@ def worker(app: AppContext, burst: bool, processes: int, threads: int, poll: flo
     """Send deliveries. With a broker: dramatiq workers on its queue (--burst drains the queue and
     exits). Embedded: take due deliveries from the database in this process (--burst: once)."""
     import os
-    import subprocess
     import sys
     import time
 
@@ -375,7 +374,13 @@ def worker(app: AppContext, burst: bool, processes: int, threads: int, poll: flo
             env["IZIN_CONFIG"] = os.path.abspath(app.config_path)
         command = [sys.executable, "-m", "dramatiq", "izin.campaigns.actors", "--processes", str(processes),
                    "--threads", str(threads), "--queues", "izin-deliveries", "izin-iys"]
-        raise SystemExit(subprocess.call(command, env=env))
+        # become dramatiq rather than wait for it: a supervisor's SIGTERM to `izin worker` then
+        # reaches dramatiq's main process, which stops its workers gracefully, instead of killing
+        # a parent and leaving the workers running as orphans
+        db.dispose()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.execve(sys.executable, command, env)
     while True:
         handled = drain_embedded(db, app.settings, now=clock.now, threads=threads)
         if burst:

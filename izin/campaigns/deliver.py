@@ -36,6 +36,7 @@ from izin.consent.gate import IYS_PENDING, may_send, usable_address
 from izin.consent.models import Contact, ContactEvent
 from izin.consent.tokens import unsubscribe_url
 from izin.db import Database
+from izin.errors import ServiceUnavailable
 
 #: how long a claim holds; longer than any adapter call may take
 LEASE = timedelta(minutes=5)
@@ -231,7 +232,8 @@ class Sender:
                 _finish(self.db, delivery_id, lease, now, status="sent", sent_at=now,
                         provider_id=receipt.provider_id, segments=receipt.segments, reason=None, detail=None)
                 return
-            except OperationalError:
+            except (OperationalError, ServiceUnavailable):
+                # Database.session reports a database that is down (restarting) as ServiceUnavailable
                 if attempt == 4:
                     raise
                 time_module.sleep(0.5 * 2 ** attempt)

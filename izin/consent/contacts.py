@@ -21,7 +21,7 @@ from izin.consent.addresses import AddressError, normalise_email, normalise_phon
 from izin.consent.csvio import CsvInput, ProgressFn, Row, import_csv
 from izin.consent.models import RECIPIENT_TYPES, Contact, ContactAddress, ContactTag
 from izin.consent.report import ImportReport
-from izin.db import Database
+from izin.db import Database, serialise
 
 #: the columns with a meaning of their own; any other column becomes an attribute
 KNOWN_COLUMNS = ("external_id", "first_name", "last_name", "email", "phone", "birthday", "locale",
@@ -209,6 +209,9 @@ def import_contacts(db: Database, path: str, now: datetime, rejects: str | None 
             except RowError as exc:
                 source.reject(row, str(exc))
         with db.session() as session:
+            # two imports of the same file at once: the second must see the first's new contacts
+            # (and update them), not insert them again and die on the unique key
+            serialise(session, "izin:contacts-import")
             known = {c.external_id: c for c in session.scalars(
                 select(Contact).where(Contact.external_id.in_({p.external_id for p in parsed})))}
             # new contacts are inserted together in one flush, then get their history

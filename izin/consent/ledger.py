@@ -162,10 +162,12 @@ class LedgerWriter:
                now: datetime, recipient_type: str | None = None, proof: str | None = None, *,
                allow_iys_source: bool = False, recipient: str | None = None) -> Recorded:
         """Check the rules, then append one event and update the current state."""
+        # lock first: the rules read the current state, which a writer that held the lock while we
+        # read could change (two imports of one file would both find no record and both append)
+        head = self.lock()
         recipient, recipient_type, notes, uploadable = self.check(
             contact, channel, status, source, consent_date, now, recipient_type,
             allow_iys_source=allow_iys_source, recipient=recipient)
-        head = self.lock()
         event = ConsentEvent(
             id=head.last_id + 1, contact_id=contact.id if contact else None,
             contact_ref=contact.external_id if contact else None,

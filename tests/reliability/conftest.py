@@ -50,3 +50,48 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     for entry in _FINDINGS:
         figures = ", ".join(f"{k}={v}" for k, v in entry.items() if k not in ("test", "scenario"))
         terminalreporter.write_line(f"{entry['scenario']}: {figures}")
+
+
+@pytest.fixture(scope="session")
+def private_redis():
+    """A redis-server of our own that a test may restart (the shared one must never be touched)."""
+    from .harness import PrivateRedis
+
+    server = PrivateRedis()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def private_postgres():
+    """A PostgreSQL cluster of our own that a test may restart, made once per session."""
+    from .harness import PrivatePostgres
+
+    server = PrivatePostgres()
+    server.start()
+    yield server
+    server.destroy()
+
+
+@pytest.fixture
+def private_db(private_postgres):
+    """A fresh, migrated database on the private cluster; its URL is `.url`."""
+    import uuid
+
+    from sqlalchemy import create_engine, text
+
+    from izin.db import Database, upgrade
+
+    name = f"r_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(private_postgres.url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'create database "{name}"'))
+    database = Database(private_postgres.url.rsplit("/", 1)[0] + f"/{name}")
+    upgrade(database)
+    yield database
+    database.dispose()
+    admin.dispose()  # its pooled connection may predate a restart of the cluster
+    with admin.connect() as connection:
+        connection.execute(text(f'drop database if exists "{name}" with (force)'))
+    admin.dispose()
