@@ -9,12 +9,13 @@ what it had.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import delete, select
+from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from izin.consent.addresses import AddressError, normalise_email, normalise_phone
@@ -26,6 +27,13 @@ from izin.db import Database
 #: the columns with a meaning of their own; any other column becomes an attribute
 KNOWN_COLUMNS = ("external_id", "first_name", "last_name", "email", "phone", "birthday", "locale",
                  "timezone", "recipient_type", "tags")
+#: the contact columns a row can set, besides its attributes
+COLUMNS = ("first_name", "last_name", "email", "phone", "phone_mobile", "birthday", "birth_month", "birth_day",
+           "locale", "timezone", "recipient_type")
+#: what an update of a contact writes
+_UPDATED = (*COLUMNS, "attributes", "updated_at")
+#: the columns whose change moves the contact's address history
+ADDRESS_KINDS = ("email", "phone")
 LOCALES = ("tr", "en")
 #: rows upserted per transaction
 BATCH_ROWS = 1_000
@@ -128,70 +136,147 @@ def _birthday(text: str, today: date) -> date:
     return value
 
 
-def _move_address(session: Session, contact: Contact, kind: str, new: str | None, now: datetime) -> None:
-    """Close the old address in the history and open the new one."""
-    old = getattr(contact, kind)
-    if old == new:
-        return
-    if old is not None:
-        for entry in session.scalars(select(ContactAddress).where(
-                ContactAddress.contact_id == contact.id, ContactAddress.kind == kind,
-                ContactAddress.valid_to.is_(None))):
-            entry.valid_to = now
-    if new is not None:
-        session.add(ContactAddress(contact_id=contact.id, kind=kind, address=new, valid_from=now))
+@dataclass
+class Change:
+    """What one row does to a contact: its outcome, the column values to write, the addresses it
+    moves to (kind, old, new), and the tags that replace the current ones (None: tags untouched)."""
+
+    outcome: str
+    values: dict[str, Any]
+    moves: list[tuple[str, str | None, str]]
+    tags: list[str] | None
 
 
-def new_contact(parsed: ContactFields, now: datetime) -> Contact:
-    """A contact from validated fields, not yet in any session."""
-    contact = Contact(external_id=parsed.external_id, locale="tr", recipient_type="BIREYSEL",
-                      created_at=now, updated_at=now, attributes=dict(parsed.attributes))
-    for key, value in parsed.fields.items():
-        setattr(contact, key, value)
-    return contact
+def change_for(current: Mapping[str, Any] | None, current_tags: list[str] | None, parsed: ContactFields,
+               now: datetime) -> Change:
+    """The effect of one row on a contact whose columns are `current` (None: no such contact yet).
 
-
-def add_history(session: Session, contact: Contact, parsed: ContactFields, now: datetime) -> None:
-    """The address history and tags of a contact just inserted (it has its id)."""
-    for kind in ("email", "phone"):
-        if getattr(contact, kind):
-            session.add(ContactAddress(contact_id=contact.id, kind=kind, address=getattr(contact, kind),
-                                       valid_from=now))
-    for tag in parsed.tags or []:
-        session.add(ContactTag(contact_id=contact.id, tag=tag))
+    `current_tags` (sorted) is read only when the row gives tags. Pure: both the one-contact and
+    the batch upsert apply what this returns, so they cannot differ in what an import means.
+    """
+    if current is None:
+        values = {"external_id": parsed.external_id, "locale": "tr", "recipient_type": "BIREYSEL",
+                  "created_at": now, "updated_at": now, "attributes": dict(parsed.attributes), **parsed.fields}
+        moves: list[tuple[str, str | None, str]] = [
+            (kind, None, parsed.fields[kind]) for kind in ADDRESS_KINDS if kind in parsed.fields]
+        return Change("imported", values, moves, parsed.tags)
+    values = {key: value for key, value in parsed.fields.items() if current[key] != value}
+    moves = [(kind, current[kind], values[kind]) for kind in ADDRESS_KINDS if kind in values]
+    merged = {**(current["attributes"] or {}), **parsed.attributes}
+    if merged != current["attributes"]:
+        values["attributes"] = merged
+    tags = parsed.tags if parsed.tags is not None and parsed.tags != current_tags else None
+    if not values and tags is None:
+        return Change("unchanged", {}, [], None)
+    values["updated_at"] = now
+    return Change("updated", values, moves, tags)
 
 
 def upsert(session: Session, parsed: ContactFields, existing: Contact | None, now: datetime) -> str:
-    """Create or update one contact; return 'imported', 'updated' or 'unchanged'."""
+    """Create or update one contact through the ORM; return 'imported', 'updated' or 'unchanged'."""
     if existing is None:
-        contact = new_contact(parsed, now)
+        change = change_for(None, None, parsed, now)
+        contact = Contact(**change.values)
         session.add(contact)
         session.flush()
-        add_history(session, contact, parsed, now)
-        return "imported"
-    contact = existing
-    changed = False
-    for kind in ("email", "phone"):
-        if kind in parsed.fields and parsed.fields[kind] != getattr(contact, kind):
-            _move_address(session, contact, kind, parsed.fields[kind], now)
-    for key, value in parsed.fields.items():
-        if getattr(contact, key) != value:
+    else:
+        contact = existing
+        current_tags = None
+        if parsed.tags is not None:
+            current_tags = sorted(session.scalars(select(ContactTag.tag).where(ContactTag.contact_id == contact.id)))
+        change = change_for({c: getattr(contact, c) for c in (*COLUMNS, "attributes")}, current_tags, parsed, now)
+        for kind, old, _new in change.moves:
+            if old is not None:  # close the old address in the history
+                for entry in session.scalars(select(ContactAddress).where(
+                        ContactAddress.contact_id == contact.id, ContactAddress.kind == kind,
+                        ContactAddress.valid_to.is_(None))):
+                    entry.valid_to = now
+        for key, value in change.values.items():
             setattr(contact, key, value)
-            changed = True
-    merged = {**(contact.attributes or {}), **parsed.attributes}
-    if merged != contact.attributes:
-        contact.attributes = merged
-        changed = True
-    if parsed.tags is not None:
-        current = sorted(session.scalars(select(ContactTag.tag).where(ContactTag.contact_id == contact.id)))
-        if current != parsed.tags:
+        if change.tags is not None:
             session.execute(delete(ContactTag).where(ContactTag.contact_id == contact.id))
-            session.add_all(ContactTag(contact_id=contact.id, tag=t) for t in parsed.tags)
-            changed = True
-    if changed:
-        contact.updated_at = now
-        return "updated"
-    return "unchanged"
+    session.add_all(ContactAddress(contact_id=contact.id, kind=kind, address=new, valid_from=now)
+                    for kind, _old, new in change.moves)
+    session.add_all(ContactTag(contact_id=contact.id, tag=t) for t in change.tags or [])
+    return change.outcome
+
+
+def upsert_many(session: Session, batch: Sequence[ContactFields], now: datetime) -> list[str]:
+    """Upsert a batch with a handful of set statements; return each row's outcome, in order.
+
+    Rows apply in order, as `upsert` one by one would: the same external_id twice means the second
+    row updates what the first made. Reads the batch's contacts and tags in two queries, then
+    writes new contacts, changed contacts, closed and opened addresses, and tags with executemany.
+    """
+    contacts, history_table, tags_table = Contact.__table__, ContactAddress.__table__, ContactTag.__table__
+    current: dict[str, dict[str, Any]] = {row["external_id"]: dict(row) for row in session.execute(
+        select(contacts.c.id, contacts.c.external_id, *(contacts.c[c] for c in (*COLUMNS, "attributes")))
+        .where(contacts.c.external_id.in_({p.external_id for p in batch}))).mappings()}
+    tags_now: dict[str, list[str]] = {}
+    wanted = {current[p.external_id]["id"]: p.external_id for p in batch
+              if p.tags is not None and p.external_id in current}
+    if wanted:
+        for contact_id, tag in session.execute(select(tags_table.c.contact_id, tags_table.c.tag)
+                                               .where(tags_table.c.contact_id.in_(wanted))):
+            tags_now.setdefault(wanted[contact_id], []).append(tag)
+        for found in tags_now.values():
+            found.sort()  # as Python sorts, whatever the database's collation
+    created: dict[str, dict[str, Any]] = {}  # external_id -> the values of a contact this batch inserts
+    dirty: set[str] = set()  # existing contacts this batch changes
+    opened: dict[tuple[str, str], dict[str, Any]] = {}  # (external_id, kind) -> its history row opened here
+    history: list[dict[str, Any]] = []
+    closed: set[tuple[int, str]] = set()  # (contact id, kind) whose open history rows in the database close
+    retagged: dict[str, list[str]] = {}
+    outcomes: list[str] = []
+    for parsed in batch:
+        key = parsed.external_id
+        state = current.get(key)
+        change = change_for(state, tags_now.get(key, []), parsed, now)
+        outcomes.append(change.outcome)
+        if state is None:
+            state = current[key] = created[key] = change.values
+        else:
+            state.update(change.values)
+            if change.outcome == "updated" and key not in created:
+                dirty.add(key)
+        for kind, old, new in change.moves:
+            entry = opened.pop((key, kind), None)
+            if entry is not None:
+                entry["valid_to"] = now
+            elif old is not None:
+                closed.add((state["id"], kind))
+            opened[(key, kind)] = entry = {"key": key, "kind": kind, "address": new, "valid_from": now,
+                                           "valid_to": None}
+            history.append(entry)
+        if change.tags is not None:
+            tags_now[key] = retagged[key] = change.tags
+    ids = {key: state["id"] for key, state in current.items() if key not in created}
+    if created:
+        # every row binds every column: executemany compiles one statement for the whole list
+        blank = dict.fromkeys(COLUMNS)
+        ids.update(session.execute(insert(contacts).returning(contacts.c.external_id, contacts.c.id),
+                                   [{**blank, **values} for values in created.values()]).all())
+    if dirty:
+        session.execute(update(contacts).where(contacts.c.id == bindparam("b_id"))
+                        .values({c: bindparam(f"b_{c}") for c in _UPDATED}),
+                        [{"b_id": ids[key], **{f"b_{c}": current[key][c] for c in _UPDATED}} for key in dirty])
+    if closed:
+        session.execute(update(history_table).where(
+            history_table.c.contact_id == bindparam("b_contact_id"), history_table.c.kind == bindparam("b_kind"),
+            history_table.c.valid_to.is_(None)).values(valid_to=now),
+            [{"b_contact_id": contact_id, "b_kind": kind} for contact_id, kind in sorted(closed)])
+    if history:
+        session.execute(insert(history_table), [
+            {"contact_id": ids[e["key"]], "kind": e["kind"], "address": e["address"], "valid_from": e["valid_from"],
+             "valid_to": e["valid_to"]} for e in history])
+    if retagged:
+        stale = [ids[key] for key in retagged if key not in created]
+        if stale:
+            session.execute(delete(tags_table).where(tags_table.c.contact_id.in_(stale)))
+        rows = [{"contact_id": ids[key], "tag": tag} for key, tags in retagged.items() for tag in tags]
+        if rows:
+            session.execute(insert(tags_table), rows)
+    return outcomes
 
 
 def import_contacts(db: Database, path: str, now: datetime, rejects: str | None = None,
@@ -208,31 +293,10 @@ def import_contacts(db: Database, path: str, now: datetime, rejects: str | None 
                 parsed.append(parse_contact(row, today))
             except RowError as exc:
                 source.reject(row, str(exc))
+        if not parsed:
+            return
         with db.session() as session:
-            known = {c.external_id: c for c in session.scalars(
-                select(Contact).where(Contact.external_id.in_({p.external_id for p in parsed})))}
-            # new contacts are inserted together in one flush, then get their history
-            created: dict[str, tuple[Contact, ContactFields]] = {}
-
-            def settle() -> None:
-                session.flush()
-                for contact, first in created.values():
-                    add_history(session, contact, first, now)
-                created.clear()
-
-            for fields in parsed:
-                existing = known.get(fields.external_id)
-                if existing is None:
-                    contact = new_contact(fields, now)
-                    session.add(contact)
-                    known[fields.external_id] = contact
-                    created[fields.external_id] = (contact, fields)
-                    report.imported += 1
-                    continue
-                if fields.external_id in created:
-                    settle()  # the same id twice in one batch: the second row updates the first
-                outcome = upsert(session, fields, existing, now)
+            for outcome in upsert_many(session, parsed, now):
                 setattr(report, outcome, getattr(report, outcome) + 1)
-            settle()
 
     return import_csv(path, ("external_id",), rejects, progress, handle, BATCH_ROWS)
