@@ -13,7 +13,7 @@ import re
 from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 
 from izin.consent.contacts import RowError, attribute_value
 from izin.consent.csvio import CsvInput, ProgressFn, Row, import_csv
@@ -85,6 +85,7 @@ def import_events(db: Database, path: str, now: datetime, tz: ZoneInfo, rejects:
                     Contact.external_id.in_({str(p["external_id"]) for _, p in parsed})))}
             known = set(session.scalars(select(ContactEvent.event_id).where(
                 ContactEvent.event_id.in_({str(p["event_id"]) for _, p in parsed}))))
+            new: list[dict[str, object]] = []
             for row, event in parsed:
                 contact_id = contacts.get(str(event["external_id"]))
                 if contact_id is None:
@@ -95,9 +96,11 @@ def import_events(db: Database, path: str, now: datetime, tz: ZoneInfo, rejects:
                     report.unchanged += 1
                     continue
                 seen.add(str(event["event_id"]))
-                session.add(ContactEvent(event_id=event["event_id"], contact_id=contact_id,
-                                         name=event["name"], occurred_at=event["occurred_at"],
-                                         attributes=event["attributes"], imported_at=now))
-                report.imported += 1
+                new.append({"event_id": event["event_id"], "contact_id": contact_id, "name": event["name"],
+                            "occurred_at": event["occurred_at"], "attributes": event["attributes"],
+                            "imported_at": now})
+            if new:  # one executemany for the batch
+                session.execute(insert(ContactEvent.__table__), new)
+            report.imported += len(new)
 
     return import_csv(path, REQUIRED, rejects, progress, handle, BATCH_ROWS)
