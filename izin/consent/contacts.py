@@ -228,13 +228,16 @@ def upsert_many(session: Session, batch: Sequence[ContactFields], now: datetime)
     closed: set[tuple[int, str]] = set()  # (contact id, kind) whose open history rows in the database close
     retagged: dict[str, list[str]] = {}
     outcomes: list[str] = []
+    # a new contact's state holds every column: a later row for it compares with all of them, and
+    # executemany compiles one INSERT from the first row's keys for the whole list
+    blank = dict.fromkeys(COLUMNS)
     for parsed in batch:
         key = parsed.external_id
         state = current.get(key)
         change = change_for(state, tags_now.get(key, []), parsed, now)
         outcomes.append(change.outcome)
         if state is None:
-            state = current[key] = created[key] = change.values
+            state = current[key] = created[key] = {**blank, **change.values}
         else:
             state.update(change.values)
             if change.outcome == "updated" and key not in created:
@@ -252,10 +255,8 @@ def upsert_many(session: Session, batch: Sequence[ContactFields], now: datetime)
             tags_now[key] = retagged[key] = change.tags
     ids = {key: state["id"] for key, state in current.items() if key not in created}
     if created:
-        # every row binds every column: executemany compiles one statement for the whole list
-        blank = dict.fromkeys(COLUMNS)
         ids.update(session.execute(insert(contacts).returning(contacts.c.external_id, contacts.c.id),
-                                   [{**blank, **values} for values in created.values()]).all())
+                                   list(created.values())).all())
     if dirty:
         session.execute(update(contacts).where(contacts.c.id == bindparam("b_id"))
                         .values({c: bindparam(f"b_{c}") for c in _UPDATED}),
