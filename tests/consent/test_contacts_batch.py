@@ -115,3 +115,40 @@ def test_batch_leaves_what_one_by_one_leaves(db):
         assert upsert_many(session, BATCH, NOW) == OUTCOMES
     with db.session() as session:
         assert tables(session) == expected
+
+
+def test_workers_validate_ahead_and_change_nothing(db, tmp_path, monkeypatch):
+    """A large file's rows validated in a worker process: the same counts, rejects and tables."""
+    from izin.consent import contacts as contacts_module
+    from izin.consent import parallel
+
+    lines = ["external_id,email,phone,birthday,tags,city"]
+    for i in range(60):
+        email = f"kisi{i}@example.com" if i % 9 else "bozuk@"
+        phone = f"0532 000 00 {i:02d}" if i % 13 else "0532 12"
+        lines.append(f"K{i % 45},{email},{phone},1990-01-{1 + i % 28:02d},{'vip' if i % 4 else ''},Bursa")
+    path = tmp_path / "k.csv"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    monkeypatch.setattr(contacts_module, "BATCH_ROWS", 4)  # 15 batches, several in flight at once
+    with db.session() as session:
+        before = session.execute(select(Contact.id)).all()
+    report = contacts_module.import_contacts(db, str(path), NOW, rejects=str(tmp_path / "in-process.csv"))
+    with db.session() as session:
+        expected = tables(session)
+        session.execute(ContactTag.__table__.delete())
+        session.execute(ContactAddress.__table__.delete())
+        session.execute(Contact.__table__.delete())
+    assert before == []
+    monkeypatch.setattr(parallel, "PARALLEL_MIN_BYTES", 0)
+    monkeypatch.setattr(contacts_module, "worker_count", lambda: 1)
+    progress: list[int] = []
+    pooled = contacts_module.import_contacts(db, str(path), NOW, rejects=str(tmp_path / "pooled.csv"),
+                                             progress=progress.append)
+    assert (pooled.imported, pooled.updated, pooled.unchanged, pooled.rejected, pooled.reasons) == (
+        report.imported, report.updated, report.unchanged, report.rejected, report.reasons) == (
+        38, 11, 0, 11, {"email": 7, "phone": 4})
+    assert (tmp_path / "pooled.csv").read_text(encoding="utf-8") == (
+        tmp_path / "in-process.csv").read_text(encoding="utf-8")
+    with db.session() as session:
+        assert tables(session) == expected
+    assert (len(progress), progress[-1]) == (15, path.stat().st_size)
