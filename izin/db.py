@@ -7,13 +7,14 @@ with a row lock on its head (see consent/ledger.py).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import DateTime, Engine, MetaData, create_engine, event, inspect
+from sqlalchemy import (DateTime, Engine, MetaData, Table, any_, bindparam, create_engine, event, insert,
+                        inspect)
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
@@ -91,6 +92,40 @@ def make_engine(url: str) -> Engine:
         return create_engine(url, pool_pre_ping=True)
     raise ConfigError(f"unsupported database {parsed.get_backend_name()!r}; use sqlite or postgresql",
                       field="database.url")
+
+
+def insert_rows(session: Session, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Insert many rows, every one with the same keys: COPY on PostgreSQL, executemany elsewhere.
+
+    psycopg's executemany is a round trip per row and an INSERT with many VALUES is re-parsed per
+    statement; COPY streams the rows, with each column's own bind processing (UTC datetimes,
+    JSON), in the session's transaction.
+    """
+    if not rows:
+        return
+    connection = session.connection()
+    dialect = connection.dialect
+    if (dialect.name, dialect.driver) != ("postgresql", "psycopg"):
+        connection.execute(insert(table), list(rows))
+        return
+    columns = list(rows[0])
+    processors = [(c, table.c[c].type.dialect_impl(dialect).bind_processor(dialect)) for c in columns]
+    quote = dialect.identifier_preparer.quote
+    statement = f"COPY {quote(table.name)} ({', '.join(quote(c) for c in columns)}) FROM STDIN"
+    with connection.connection.dbapi_connection.cursor() as cursor, cursor.copy(statement) as copy:
+        for row in rows:
+            copy.write_row([process(row[c]) if process else row[c] for c, process in processors])
+
+
+def one_of(session: Session, column: Any, values: Iterable[Any]) -> Any:
+    """`column IN values` for a batch: one array parameter on PostgreSQL (psycopg re-parses a
+    statement with a thousand placeholders every time), an ordinary IN list elsewhere."""
+    values = list(values)
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import ARRAY
+
+        return column == any_(bindparam(None, values, type_=ARRAY(column.type)))
+    return column.in_(values)
 
 
 def upsert_insert(session: Session) -> Any:

@@ -12,7 +12,7 @@ from izin.consent.csvio import CsvInput, ProgressFn, Row, import_csv
 from izin.consent.ledger import LedgerWriter, Request
 from izin.consent.models import Contact
 from izin.consent.report import ImportReport
-from izin.db import Database
+from izin.db import Database, one_of
 from izin.errors import ConsentRefused
 
 REQUIRED = ("external_id", "channel", "status", "source", "consent_date")
@@ -44,7 +44,7 @@ def import_consents(db: Database, path: str, now: datetime, tz: ZoneInfo, reject
         with db.session() as session:
             # plain rows carry all the ledger reads of a contact (id, external_id, addresses, type)
             contacts = {c.external_id: c for c in session.execute(select(*_CONTACT_COLUMNS).where(
-                Contact.external_id.in_({r.get("external_id") for r in rows})))}
+                one_of(session, Contact.external_id, {r.get("external_id") for r in rows})))}
             requests: list[Request] = []
             asked: list[Row] = []
             for row in rows:

@@ -16,7 +16,7 @@ from datetime import date, datetime, timedelta, timezone
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import bindparam, delete, insert, select, update
+from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.orm import Session
 
 from izin.consent import parallel
@@ -25,7 +25,7 @@ from izin.consent.csvio import CsvInput, ProgressFn, Row, import_csv
 from izin.consent.parallel import BatchParser, rows_of, worker_count
 from izin.consent.models import RECIPIENT_TYPES, Contact, ContactAddress, ContactTag
 from izin.consent.report import ImportReport
-from izin.db import Database
+from izin.db import Database, insert_rows, one_of
 
 #: the columns with a meaning of their own; any other column becomes an attribute
 KNOWN_COLUMNS = ("external_id", "first_name", "last_name", "email", "phone", "birthday", "locale",
@@ -218,13 +218,13 @@ def upsert_many(session: Session, batch: Sequence[ContactFields], now: datetime)
     contacts, history_table, tags_table = Contact.__table__, ContactAddress.__table__, ContactTag.__table__
     current: dict[str, dict[str, Any]] = {row["external_id"]: dict(row) for row in session.execute(
         select(contacts.c.id, contacts.c.external_id, *(contacts.c[c] for c in (*COLUMNS, "attributes")))
-        .where(contacts.c.external_id.in_({p.external_id for p in batch}))).mappings()}
+        .where(one_of(session, contacts.c.external_id, {p.external_id for p in batch}))).mappings()}
     tags_now: dict[str, list[str]] = {}
     wanted = {current[p.external_id]["id"]: p.external_id for p in batch
               if p.tags is not None and p.external_id in current}
     if wanted:
         for contact_id, tag in session.execute(select(tags_table.c.contact_id, tags_table.c.tag)
-                                               .where(tags_table.c.contact_id.in_(wanted))):
+                                               .where(one_of(session, tags_table.c.contact_id, wanted))):
             tags_now.setdefault(wanted[contact_id], []).append(tag)
         for found in tags_now.values():
             found.sort()  # as Python sorts, whatever the database's collation
@@ -262,8 +262,11 @@ def upsert_many(session: Session, batch: Sequence[ContactFields], now: datetime)
             tags_now[key] = retagged[key] = change.tags
     ids = {key: state["id"] for key, state in current.items() if key not in created}
     if created:
-        ids.update(session.execute(insert(contacts).returning(contacts.c.external_id, contacts.c.id),
-                                   list(created.values())).all())
+        # the rows, then one query for their ids: INSERT ... RETURNING of a whole batch becomes one
+        # statement with 14 parameters a row, which psycopg re-parses at great cost
+        insert_rows(session, contacts, list(created.values()))
+        ids.update(session.execute(select(contacts.c.external_id, contacts.c.id)
+                                   .where(one_of(session, contacts.c.external_id, created))).all())
     if dirty:
         session.execute(update(contacts).where(contacts.c.id == bindparam("b_id"))
                         .values({c: bindparam(f"b_{c}") for c in _UPDATED}),
@@ -274,16 +277,15 @@ def upsert_many(session: Session, batch: Sequence[ContactFields], now: datetime)
             history_table.c.valid_to.is_(None)).values(valid_to=now),
             [{"b_contact_id": contact_id, "b_kind": kind} for contact_id, kind in sorted(closed)])
     if history:
-        session.execute(insert(history_table), [
+        insert_rows(session, history_table, [
             {"contact_id": ids[e["key"]], "kind": e["kind"], "address": e["address"], "valid_from": e["valid_from"],
              "valid_to": e["valid_to"]} for e in history])
     if retagged:
         stale = [ids[key] for key in retagged if key not in created]
         if stale:
-            session.execute(delete(tags_table).where(tags_table.c.contact_id.in_(stale)))
+            session.execute(delete(tags_table).where(one_of(session, tags_table.c.contact_id, stale)))
         rows = [{"contact_id": ids[key], "tag": tag} for key, tags in retagged.items() for tag in tags]
-        if rows:
-            session.execute(insert(tags_table), rows)
+        insert_rows(session, tags_table, rows)
     return outcomes
 
 

@@ -16,12 +16,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from izin.clock import ISTANBUL, iso_istanbul, iso_utc
 from izin.consent.models import (ADDRESS_KIND, CHANNELS, RECIPIENT_TYPES, STATUSES,
                                  ConsentEvent, ConsentState, Contact, LedgerHead)
+from izin.db import insert_rows, one_of
 from izin.errors import ConsentRefused
 
 #: İYS consent sources a service provider may upload (HS_*); IYS_* come only from `iys pull`
@@ -274,7 +275,7 @@ class LedgerWriter:
         state_table = ConsentState.__table__
         if recipients:
             for row in session.execute(select(*(state_table.c[c] for c in _STATE_COLUMNS))
-                                       .where(state_table.c.recipient.in_(recipients))):
+                                       .where(one_of(session, state_table.c.recipient, recipients))):
                 known[(row.recipient, row.channel, row.recipient_type)] = _State(*row)
         self._states, self._loaded = dict(known), recipients  # what check() reads; both reset below
         created: dict[tuple[str, str, str], _State] = {}
@@ -312,11 +313,8 @@ class LedgerWriter:
             for obj in list(session.identity_map.values()):
                 if isinstance(obj, ConsentState):  # the rows below change under any loaded copy
                     session.expire(obj)
-        if events:
-            session.execute(insert(ConsentEvent.__table__), [{c: getattr(e, c) for c in _EVENT_COLUMNS}
-                                                             for e in events])
-        if created:
-            session.execute(insert(state_table), [vars(s) for s in created.values()])
+        insert_rows(session, ConsentEvent.__table__, [{c: getattr(e, c) for c in _EVENT_COLUMNS} for e in events])
+        insert_rows(session, state_table, [vars(s) for s in created.values()])
         if changed:
             key_columns = ("recipient", "channel", "recipient_type")
             session.execute(
@@ -357,7 +355,7 @@ def cancel_queued(session: Session, recipient: str | Sequence[str], channel: str
     from izin.campaigns.models import Delivery
 
     addressed = (Delivery.recipient == recipient if isinstance(recipient, str)
-                 else Delivery.recipient.in_(recipient))
+                 else one_of(session, Delivery.recipient, recipient))
     result = session.execute(
         update(Delivery)
         .where(addressed, Delivery.channel == channel, Delivery.commercial.is_(True),
