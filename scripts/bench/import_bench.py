@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -66,14 +68,22 @@ def raw_insert(url: str, path: Path) -> int:
     return rows
 
 
-def _timed(fn: Any, *args: Any) -> tuple[Any, float]:
-    started = time.perf_counter()
+def _cpu_s() -> float:
+    """CPU seconds of this process and its finished children (the import's validation workers)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def _timed(fn: Any, *args: Any) -> tuple[Any, float, float]:
+    """(result, wall seconds, CPU seconds on this side: the database server's own work is not in it)."""
+    started, cpu = time.perf_counter(), _cpu_s()
     value = fn(*args)
-    return value, time.perf_counter() - started
+    return value, time.perf_counter() - started, _cpu_s() - cpu
 
 
 def measure_import(url: str, data_dir: Path) -> dict[str, dict[str, float]]:
-    """Rows and seconds per import on an empty database: contacts (izin), contacts_raw, consents, events."""
+    """Rows, wall seconds and client CPU seconds per import on an empty database: contacts (izin),
+    contacts_raw, consents, events."""
     data_dir = Path(data_dir)
     db = Database(url)
     results: dict[str, dict[str, float]] = {}
@@ -81,19 +91,20 @@ def measure_import(url: str, data_dir: Path) -> dict[str, dict[str, float]]:
         upgrade(db)
         with tempfile.TemporaryDirectory() as tmp:
             rejects = Path(tmp)
-            report, seconds = _timed(import_contacts, db, str(data_dir / "contacts.csv"), NOW,
-                                     str(rejects / "contacts.rejects.csv"))
+            report, seconds, cpu = _timed(import_contacts, db, str(data_dir / "contacts.csv"), NOW,
+                                          str(rejects / "contacts.rejects.csv"))
             results["contacts"] = {"rows": report.imported + report.updated + report.unchanged,
-                                   "rejected": report.rejected, "seconds": seconds}
-            rows, seconds = _timed(raw_insert, url, data_dir / "contacts.csv")
-            results["contacts_raw"] = {"rows": rows, "rejected": 0, "seconds": seconds}
-            report, seconds = _timed(import_consents, db, str(data_dir / "consents.csv"), NOW, POLICY_TZ,
-                                     str(rejects / "consents.rejects.csv"))
-            results["consents"] = {"rows": report.imported, "rejected": report.rejected, "seconds": seconds}
-            report, seconds = _timed(import_events, db, str(data_dir / "events.csv"), NOW, POLICY_TZ,
-                                     str(rejects / "events.rejects.csv"))
+                                   "rejected": report.rejected, "seconds": seconds, "cpu_seconds": cpu}
+            rows, seconds, cpu = _timed(raw_insert, url, data_dir / "contacts.csv")
+            results["contacts_raw"] = {"rows": rows, "rejected": 0, "seconds": seconds, "cpu_seconds": cpu}
+            report, seconds, cpu = _timed(import_consents, db, str(data_dir / "consents.csv"), NOW, POLICY_TZ,
+                                          str(rejects / "consents.rejects.csv"))
+            results["consents"] = {"rows": report.imported, "rejected": report.rejected, "seconds": seconds,
+                                   "cpu_seconds": cpu}
+            report, seconds, cpu = _timed(import_events, db, str(data_dir / "events.csv"), NOW, POLICY_TZ,
+                                          str(rejects / "events.rejects.csv"))
             results["events"] = {"rows": report.imported + report.unchanged, "rejected": report.rejected,
-                                 "seconds": seconds}
+                                 "seconds": seconds, "cpu_seconds": cpu}
     finally:
         db.dispose()
     return results
@@ -108,7 +119,8 @@ def table(runs: dict[str, dict[str, dict[str, float]]]) -> str:
     for label, key in (("contacts/s (izin, validated)", "contacts"), ("contacts/s (plain batched INSERT)",
                        "contacts_raw"), ("consent events/s (izin)", "consents"), ("events/s (izin)", "events")):
         lines.append(f"| {label} | " + " | ".join(
-            f"{rate(r[key]):,.0f} ({r[key]['rows']:,.0f} in {r[key]['seconds']:.1f} s)" for r in runs.values()) + " |")
+            f"{rate(r[key]):,.0f} ({r[key]['rows']:,.0f} in {r[key]['seconds']:.1f} s, "
+            f"CPU {r[key]['cpu_seconds']:.1f} s)" for r in runs.values()) + " |")
     lines.append("| ratio izin / raw (contacts) | " + " | ".join(
         f"{rate(r['contacts']) / rate(r['contacts_raw']):.2f}" for r in runs.values()) + " |")
     return "\n".join(lines)
@@ -144,6 +156,8 @@ def main() -> None:
                     conn.execute(text(f"drop schema {schema} cascade"))
                 admin.dispose()
     print(table(runs))
+    print(f"load average afterwards: {' '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} cores "
+          "(other processes' load slows the wall-clock figures; CPU is this process and its workers)")
 
 
 if __name__ == "__main__":
