@@ -270,7 +270,7 @@ def upsert_many(session: Session, batch: Sequence[ContactFields], now: datetime)
     if dirty:
         session.execute(update(contacts).where(contacts.c.id == bindparam("b_id"))
                         .values({c: bindparam(f"b_{c}") for c in _UPDATED}),
-                        [{"b_id": ids[key], **{f"b_{c}": current[key][c] for c in _UPDATED}} for key in dirty])
+                        [{"b_id": ids[key], **{f"b_{c}": current[key][c] for c in _UPDATED}} for key in sorted(dirty)])
     if closed:
         session.execute(update(history_table).where(
             history_table.c.contact_id == bindparam("b_contact_id"), history_table.c.kind == bindparam("b_kind"),
