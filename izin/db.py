@@ -7,7 +7,7 @@ with a row lock on its head (see consent/ledger.py).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -108,7 +108,7 @@ def insert_rows(session: Session, table: Table, rows: Sequence[Mapping[str, Any]
     connection = session.connection()
     dialect = connection.dialect
     columns = list(rows[0])
-    processors = [(c, table.c[c].type.dialect_impl(dialect).bind_processor(dialect)) for c in columns]
+    processors = [(c, _reusing(table.c[c].type.dialect_impl(dialect).bind_processor(dialect))) for c in columns]
     quote = dialect.identifier_preparer.quote
     names = ", ".join(quote(c) for c in columns)
     values = ([process(row[c]) if process else row[c] for c, process in processors] for row in rows)
@@ -127,6 +127,21 @@ def insert_rows(session: Session, table: Table, rows: Sequence[Mapping[str, Any]
             cursor.close()
     else:
         connection.execute(insert(table), list(rows))
+
+
+def _reusing(process: Callable[[Any], Any] | None) -> Callable[[Any], Any] | None:
+    """A bind processor that answers the same object seen just before without processing it again:
+    a batch's rows share their instants (`now`), and a UTC datetime costs two conversions."""
+    if process is None:
+        return None
+    last: list[Any] = [object(), None]  # the last value given (never matches at first) and its answer
+
+    def run(value: Any) -> Any:
+        if value is not last[0]:
+            last[0], last[1] = value, process(value)
+        return last[1]
+
+    return run
 
 
 def one_of(session: Session, column: Any, values: Iterable[Any]) -> Any:
