@@ -7,7 +7,7 @@ with a row lock on its head (see consent/ledger.py).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -95,26 +95,53 @@ def make_engine(url: str) -> Engine:
 
 
 def insert_rows(session: Session, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Insert many rows, every one with the same keys: COPY on PostgreSQL, executemany elsewhere.
+    """Insert many rows, every one with the same keys, in the session's transaction: COPY on
+    PostgreSQL, the driver's executemany on SQLite, with each column's own bind processing (UTC
+    datetimes, JSON) applied as SQLAlchemy applies it.
 
     psycopg's executemany is a round trip per row and an INSERT with many VALUES is re-parsed per
-    statement; COPY streams the rows, with each column's own bind processing (UTC datetimes,
-    JSON), in the session's transaction.
+    statement; COPY streams the rows. On SQLite, SQLAlchemy's per-row parameter handling costs
+    more than SQLite's own insert.
     """
     if not rows:
         return
     connection = session.connection()
     dialect = connection.dialect
-    if (dialect.name, dialect.driver) != ("postgresql", "psycopg"):
-        connection.execute(insert(table), list(rows))
-        return
     columns = list(rows[0])
-    processors = [(c, table.c[c].type.dialect_impl(dialect).bind_processor(dialect)) for c in columns]
+    processors = [(c, _reusing(table.c[c].type.dialect_impl(dialect).bind_processor(dialect))) for c in columns]
     quote = dialect.identifier_preparer.quote
-    statement = f"COPY {quote(table.name)} ({', '.join(quote(c) for c in columns)}) FROM STDIN"
-    with connection.connection.dbapi_connection.cursor() as cursor, cursor.copy(statement) as copy:
-        for row in rows:
-            copy.write_row([process(row[c]) if process else row[c] for c, process in processors])
+    names = ", ".join(quote(c) for c in columns)
+    values = ([process(row[c]) if process else row[c] for c, process in processors] for row in rows)
+    dbapi_connection = connection.connection.dbapi_connection
+    if (dialect.name, dialect.driver) == ("postgresql", "psycopg"):
+        with dbapi_connection.cursor() as cursor, cursor.copy(f"COPY {quote(table.name)} ({names}) FROM STDIN") as copy:
+            for row_values in values:
+                copy.write_row(row_values)
+    elif (dialect.name, dialect.driver) == ("sqlite", "pysqlite"):
+        # the same bind processing SQLAlchemy applies, without its per-row parameter bookkeeping
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.executemany(f"INSERT INTO {quote(table.name)} ({names}) VALUES ({', '.join('?' * len(columns))})",
+                               values)
+        finally:
+            cursor.close()
+    else:
+        connection.execute(insert(table), list(rows))
+
+
+def _reusing(process: Callable[[Any], Any] | None) -> Callable[[Any], Any] | None:
+    """A bind processor that answers the same object seen just before without processing it again:
+    a batch's rows share their instants (`now`), and a UTC datetime costs two conversions."""
+    if process is None:
+        return None
+    last: list[Any] = [object(), None]  # the last value given (never matches at first) and its answer
+
+    def run(value: Any) -> Any:
+        if value is not last[0]:
+            last[0], last[1] = value, process(value)
+        return last[1]
+
+    return run
 
 
 def one_of(session: Session, column: Any, values: Iterable[Any]) -> Any:

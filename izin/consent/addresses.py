@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import importlib
 from dataclasses import dataclass
 
 import phonenumbers
@@ -10,6 +12,17 @@ from email_validator import EmailNotValidError, validate_email
 #: region assumed for phone numbers written without a country code
 DEFAULT_REGION = "TR"
 _MOBILE_TYPES = (phonenumbers.PhoneNumberType.MOBILE, phonenumbers.PhoneNumberType.FIXED_LINE_OR_MOBILE)
+#: distinct email domains whose check is remembered (an import has a few hundred in a million rows)
+DOMAIN_CACHE_SIZE = 8192
+
+# email-validator checks the domain (IDNA and UTS-46, character by character) on every call, which
+# is most of its cost. That check is a pure function of its arguments, so validate_email's own call
+# is routed through a bounded cache: the same answers, computed once per domain; an invalid domain
+# raises anew each time (exceptions are not cached), and the order of the checks is unchanged.
+_validate_email_module = importlib.import_module("email_validator.validate_email")
+if not hasattr(_validate_email_module.validate_email_domain_name, "cache_info"):  # once, even if reloaded
+    _validate_email_module.validate_email_domain_name = functools.lru_cache(maxsize=DOMAIN_CACHE_SIZE)(
+        _validate_email_module.validate_email_domain_name)
 
 
 class AddressError(ValueError):
@@ -59,8 +72,11 @@ def normalise_phone(text: str, region: str = DEFAULT_REGION) -> Phone:
     if any(c.isalpha() for c in value):
         raise AddressError(f"{_shown(value)} contains letters; write the number in digits only, "
                            "e.g. 0532 123 45 67 or +90 532 123 45 67")
-    if not phonenumbers.is_valid_number(number):
+    # number_type is UNKNOWN exactly when is_valid_number is false (both match the number against
+    # its region's patterns, the costly part): one call answers both questions
+    kind = phonenumbers.number_type(number)
+    if kind == phonenumbers.PhoneNumberType.UNKNOWN:
         raise AddressError(f"{_shown(value)} is not a valid phone number; check the digits "
                            "(e.g. 0532 123 45 67 or +90 532 123 45 67)")
     e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
-    return Phone(e164=e164, mobile=phonenumbers.number_type(number) in _MOBILE_TYPES)
+    return Phone(e164=e164, mobile=kind in _MOBILE_TYPES)

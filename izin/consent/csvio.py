@@ -310,10 +310,13 @@ def batched(rows: Iterator[Row], size: int, max_chars: int = BATCH_CHARS) -> Ite
 ProgressFn = Callable[[int], None]
 #: handles one batch of rows: rejects bad ones on the input, counts outcomes on the report
 BatchFn = Callable[["CsvInput", list[Row], ImportReport], None]
+#: runs after the last batch, before the counts are taken (a pipelined import finishes its batches)
+FinishFn = Callable[["CsvInput", ImportReport], None]
 
 
 def import_csv(path: str | os.PathLike[str], required: tuple[str, ...], rejects: str | None,
-               progress: ProgressFn | None, handle: BatchFn, batch_rows: int = 1_000) -> ImportReport:
+               progress: ProgressFn | None, handle: BatchFn, batch_rows: int = 1_000,
+               finish: FinishFn | None = None) -> ImportReport:
     """The frame every import shares: open and check the file, feed batches, write the rejects."""
     report = ImportReport(file=str(path))
     with CsvInput(path, required=required) as source:
@@ -322,6 +325,8 @@ def import_csv(path: str | os.PathLike[str], required: tuple[str, ...], rejects:
             handle(source, rows, report)
             if progress:
                 progress(source.position)
+        if finish:
+            finish(source, report)
         report.rejected = len(source.rejected)
         report.reasons = source.reason_counts()
         report.rejects_file = source.write_rejects(rejects)

@@ -19,7 +19,7 @@ from izin.consent.contacts import RowError, attribute_value
 from izin.consent.csvio import CsvInput, ProgressFn, Row, import_csv
 from izin.consent.models import Contact, ContactEvent
 from izin.consent.report import ImportReport
-from izin.db import Database
+from izin.db import Database, insert_rows, one_of
 
 REQUIRED = ("external_id", "event", "occurred_at")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
@@ -82,9 +82,10 @@ def import_events(db: Database, path: str, now: datetime, tz: ZoneInfo, rejects:
         with db.session() as session:
             contacts = {external_id: contact_id for external_id, contact_id in session.execute(
                 select(Contact.external_id, Contact.id).where(
-                    Contact.external_id.in_({str(p["external_id"]) for _, p in parsed})))}
+                    one_of(session, Contact.external_id, {str(p["external_id"]) for _, p in parsed})))}
             known = set(session.scalars(select(ContactEvent.event_id).where(
-                ContactEvent.event_id.in_({str(p["event_id"]) for _, p in parsed}))))
+                one_of(session, ContactEvent.event_id, {str(p["event_id"]) for _, p in parsed}))))
+            new: list[dict[str, object]] = []
             for row, event in parsed:
                 contact_id = contacts.get(str(event["external_id"]))
                 if contact_id is None:
@@ -95,9 +96,10 @@ def import_events(db: Database, path: str, now: datetime, tz: ZoneInfo, rejects:
                     report.unchanged += 1
                     continue
                 seen.add(str(event["event_id"]))
-                session.add(ContactEvent(event_id=event["event_id"], contact_id=contact_id,
-                                         name=event["name"], occurred_at=event["occurred_at"],
-                                         attributes=event["attributes"], imported_at=now))
-                report.imported += 1
+                new.append({"event_id": event["event_id"], "contact_id": contact_id, "name": event["name"],
+                            "occurred_at": event["occurred_at"], "attributes": event["attributes"],
+                            "imported_at": now})
+            insert_rows(session, ContactEvent.__table__, new)
+            report.imported += len(new)
 
     return import_csv(path, REQUIRED, rejects, progress, handle, BATCH_ROWS)

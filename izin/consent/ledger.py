@@ -10,17 +10,19 @@ The current-state table is updated in the same transaction; the events remain th
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from izin.clock import ISTANBUL, iso_istanbul, iso_utc
 from izin.consent.models import (ADDRESS_KIND, CHANNELS, RECIPIENT_TYPES, STATUSES,
                                  ConsentEvent, ConsentState, Contact, LedgerHead)
+from izin.db import insert_rows, one_of
 from izin.errors import ConsentRefused
 
 #: İYS consent sources a service provider may upload (HS_*); IYS_* come only from `iys pull`
@@ -31,7 +33,7 @@ HS_SOURCES = ("HS_FIZIKSEL_ORTAM", "HS_ISLAK_IMZA", "HS_WEB", "HS_CAGRI_MERKEZI"
 EARLIEST_CONSENT = datetime(2015, 5, 1, tzinfo=ISTANBUL)
 
 
-def canonical(event: ConsentEvent) -> bytes:
+def canonical(event: ConsentEvent | Appended) -> bytes:
     """The exact bytes an event's hash covers: sorted-key compact JSON, UTF-8."""
     document = {
         "id": event.id,
@@ -52,7 +54,7 @@ def canonical(event: ConsentEvent) -> bytes:
     return orjson.dumps(document, option=orjson.OPT_SORT_KEYS)
 
 
-def event_hash(event: ConsentEvent) -> str:
+def event_hash(event: ConsentEvent | Appended) -> str:
     return hashlib.sha256(canonical(event)).hexdigest()
 
 
@@ -64,6 +66,82 @@ def contact_address(contact: Contact, channel: str) -> str | None:
 def contact_address_column(channel: str) -> Any:
     """The Contact column holding the address a channel reaches (for joins on addresses)."""
     return Contact.email if ADDRESS_KIND[channel] == "email" else Contact.phone
+
+
+#: consent_state's columns, in the order _State takes them
+_STATE_COLUMNS = ("recipient", "channel", "recipient_type", "status", "event_id", "consent_date", "recorded_at",
+                  "ever_onay")
+#: the columns of an event as appended (purge_run_id stays empty)
+_EVENT_COLUMNS = ("id", "contact_id", "contact_ref", "recipient", "channel", "status", "source", "recipient_type",
+                  "consent_date", "recorded_at", "proof", "iys_uploadable", "prev_hash", "hash")
+
+
+def _event_values(head: LedgerHead, contact: Contact | None, recipient: str, channel: str, status: str,
+                  source: str, recipient_type: str, consent_date: datetime, now: datetime, proof: str | None,
+                  uploadable: bool) -> dict[str, Any]:
+    """The columns of the next event after `head`, all but its hash."""
+    return {"id": head.last_id + 1, "contact_id": contact.id if contact else None,
+            "contact_ref": contact.external_id if contact else None, "recipient": recipient, "channel": channel,
+            "status": status, "source": source, "recipient_type": recipient_type, "consent_date": consent_date,
+            "recorded_at": now, "proof": proof or None, "iys_uploadable": uploadable, "prev_hash": head.last_hash}
+
+
+def _advance(state: ConsentState | _State, event: ConsentEvent | Appended) -> None:
+    """The current state of an address once `event` is its latest."""
+    state.status, state.event_id = event.status, event.id
+    state.consent_date, state.recorded_at = event.consent_date, event.recorded_at
+    state.ever_onay = bool(state.ever_onay) or event.status == "ONAY"
+
+
+@dataclass
+class _State:
+    """A consent_state row as plain values, for the batch path."""
+
+    recipient: str
+    channel: str
+    recipient_type: str
+    status: str | None = None
+    event_id: int | None = None
+    consent_date: datetime | None = None
+    recorded_at: datetime | None = None
+    ever_onay: bool = False
+
+
+@dataclass(frozen=True)
+class Request:
+    """One event to append with `LedgerWriter.record_many`: the arguments `record` takes."""
+
+    contact: Contact | None
+    channel: str
+    status: str
+    source: str
+    consent_date: datetime
+    recipient_type: str | None = None
+    proof: str | None = None
+    recipient: str | None = None
+    allow_iys_source: bool = False
+
+
+@dataclass
+class Appended:
+    """An event `record_many` appended: its columns as plain values (canonical() reads them as it
+    reads a ConsentEvent), and what the user should know about it."""
+
+    id: int
+    contact_id: int | None
+    contact_ref: str | None
+    recipient: str
+    channel: str
+    status: str
+    source: str
+    recipient_type: str
+    consent_date: datetime
+    recorded_at: datetime
+    proof: str | None
+    iys_uploadable: bool
+    prev_hash: str
+    hash: str = ""
+    notes: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -81,7 +159,9 @@ class LedgerWriter:
     def __init__(self, session: Session) -> None:
         self.session = session
         self._head: LedgerHead | None = None
-        self._states: dict[tuple[str, str, str], ConsentState | None] = {}
+        self._states: dict[tuple[str, str, str], ConsentState | _State | None] = {}
+        #: addresses whose every state is in _states (record_many read them): no need to ask again
+        self._loaded: set[str] = set()
 
     def lock(self) -> LedgerHead:
         """Hold the ledger's head for the rest of the transaction (every append takes it too)."""
@@ -91,10 +171,10 @@ class LedgerWriter:
             ).scalar_one()
         return self._head
 
-    def state(self, recipient: str, channel: str, recipient_type: str) -> ConsentState | None:
+    def state(self, recipient: str, channel: str, recipient_type: str) -> ConsentState | _State | None:
         key = (recipient, channel, recipient_type)
         if key not in self._states:
-            self._states[key] = self.session.get(ConsentState, key)
+            self._states[key] = None if recipient in self._loaded else self.session.get(ConsentState, key)
         return self._states[key]
 
     def check(self, contact: Contact | None, channel: str, status: str, source: str, consent_date: datetime,
@@ -168,13 +248,8 @@ class LedgerWriter:
         recipient, recipient_type, notes, uploadable = self.check(
             contact, channel, status, source, consent_date, now, recipient_type,
             allow_iys_source=allow_iys_source, recipient=recipient)
-        event = ConsentEvent(
-            id=head.last_id + 1, contact_id=contact.id if contact else None,
-            contact_ref=contact.external_id if contact else None,
-            recipient=recipient, channel=channel, status=status, source=source,
-            recipient_type=recipient_type, consent_date=consent_date, recorded_at=now,
-            proof=proof or None, iys_uploadable=uploadable, prev_hash=head.last_hash,
-        )
+        event = ConsentEvent(**_event_values(head, contact, recipient, channel, status, source, recipient_type,
+                                             consent_date, now, proof, uploadable))
         event.hash = event_hash(event)
         self.session.add(event)
         head.last_id, head.last_hash = event.id, event.hash
@@ -184,14 +259,83 @@ class LedgerWriter:
                                  ever_onay=False)
             self.session.add(state)
             self._states[(recipient, channel, recipient_type)] = state
-        state.status, state.event_id = status, event.id
-        state.consent_date, state.recorded_at = consent_date, now
-        state.ever_onay = state.ever_onay or status == "ONAY"
+        _advance(state, event)
         if status == "RET":
             cancelled = cancel_queued(self.session, recipient, channel, now)
             if cancelled:
                 notes.append(f"cancelled {cancelled} queued deliveries to {recipient} on {channel}")
         return Recorded(event=event, notes=notes)
+
+    def record_many(self, requests: Sequence[Request], now: datetime) -> list[Appended | ConsentRefused]:
+        """Append a batch in order, each request under exactly the rules of `record`; return, per
+        request, the event appended or why it was refused.
+
+        The head is locked first, the current states of every address in the batch are read in one
+        query, and the events, the new and changed states, and the cancelling of queued deliveries
+        (once per channel for every address that got a RET) are written with a few set statements.
+        The events' ids, links and hashes are those `record` one by one would have given them.
+        """
+        session = self.session
+        session.flush()  # what record() added earlier in this transaction is visible to the reads below
+        head = self.lock()
+        recipients = {address for r in requests if (address := r.recipient or (
+            contact_address(r.contact, r.channel) if r.contact is not None and r.channel in CHANNELS else None))}
+        known: dict[tuple[str, str, str], _State] = {}
+        state_table = ConsentState.__table__
+        if recipients:
+            for row in session.execute(select(*(state_table.c[c] for c in _STATE_COLUMNS))
+                                       .where(one_of(session, state_table.c.recipient, recipients))):
+                known[(row.recipient, row.channel, row.recipient_type)] = _State(*row)
+        self._states, self._loaded = dict(known), recipients  # what check() reads; both reset below
+        created: dict[tuple[str, str, str], _State] = {}
+        changed: dict[tuple[str, str, str], _State] = {}
+        withdrawn: dict[str, set[str]] = {}  # channel -> addresses that got a RET
+        events: list[Appended] = []
+        results: list[Appended | ConsentRefused] = []
+        try:
+            for r in requests:
+                try:
+                    recipient, recipient_type, notes, uploadable = self.check(
+                        r.contact, r.channel, r.status, r.source, r.consent_date, now, r.recipient_type,
+                        allow_iys_source=r.allow_iys_source, recipient=r.recipient)
+                except ConsentRefused as refused:
+                    results.append(refused)
+                    continue
+                event = Appended(**_event_values(head, r.contact, recipient, r.channel, r.status, r.source,
+                                                 recipient_type, r.consent_date, now, r.proof, uploadable),
+                                 notes=notes)
+                event.hash = event_hash(event)
+                head.last_id, head.last_hash = event.id, event.hash
+                events.append(event)
+                results.append(event)
+                key = (recipient, r.channel, recipient_type)
+                state = self._states.get(key)
+                if state is None:
+                    state = self._states[key] = created[key] = _State(recipient, r.channel, recipient_type)
+                elif key not in created:
+                    changed[key] = state
+                _advance(state, event)
+                if r.status == "RET":
+                    withdrawn.setdefault(r.channel, set()).add(recipient)
+        finally:
+            self._states, self._loaded = {}, set()
+            for obj in list(session.identity_map.values()):
+                if isinstance(obj, ConsentState):  # the rows below change under any loaded copy
+                    session.expire(obj)
+        insert_rows(session, ConsentEvent.__table__, [{c: getattr(e, c) for c in _EVENT_COLUMNS} for e in events])
+        insert_rows(session, state_table, [vars(s) for s in created.values()])
+        if changed:
+            key_columns = ("recipient", "channel", "recipient_type")
+            session.execute(
+                update(state_table)
+                .where(*(state_table.c[c] == bindparam(f"k_{c}") for c in key_columns))
+                .values({c: bindparam(f"v_{c}") for c in _STATE_COLUMNS if c not in key_columns}),
+                [{**{f"k_{c}": getattr(s, c) for c in key_columns},
+                  **{f"v_{c}": getattr(s, c) for c in _STATE_COLUMNS if c not in key_columns}}
+                 for s in changed.values()])
+        for channel, addresses in sorted(withdrawn.items()):
+            cancel_queued(session, sorted(addresses), channel, now)
+        return results
 
 
 def withdraw_address(writer: LedgerWriter, recipient: str, channel: str, source: str, now: datetime,
@@ -211,14 +355,19 @@ def withdraw_address(writer: LedgerWriter, recipient: str, channel: str, source:
                           recipient=recipient) for t in types]
 
 
-def cancel_queued(session: Session, recipient: str, channel: str, now: datetime) -> int:
-    """Invariant 6: an opt-out suppresses queued commercial deliveries in the same transaction."""
+def cancel_queued(session: Session, recipient: str | Sequence[str], channel: str, now: datetime) -> int:
+    """Invariant 6: an opt-out suppresses queued commercial deliveries in the same transaction.
+
+    `recipient` is one address or several (a batch of opt-outs on one channel, in one statement).
+    """
     # deliveries belong to campaigns/, but an opt-out that could forget them would break the law
     from izin.campaigns.models import Delivery
 
+    addressed = (Delivery.recipient == recipient if isinstance(recipient, str)
+                 else one_of(session, Delivery.recipient, recipient))
     result = session.execute(
         update(Delivery)
-        .where(Delivery.recipient == recipient, Delivery.channel == channel, Delivery.commercial.is_(True),
+        .where(addressed, Delivery.channel == channel, Delivery.commercial.is_(True),
                Delivery.status.in_(("scheduled", "deferred")))
         .values(status="suppressed", reason="consent_withdrawn", updated_at=now, next_attempt_at=None))
     return result.rowcount or 0

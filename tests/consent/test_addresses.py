@@ -106,3 +106,57 @@ def test_invalid_phones(text, message):
 def test_region_applies_only_to_numbers_without_country_code():
     assert normalise_phone("07911 123456", region="GB") == Phone("+447911123456", True)
     assert normalise_phone("+90 532 111 22 33", region="GB") == Phone("+905321112233", True)
+
+
+def test_phone_validity_is_phonenumbers_own_verdict():
+    """normalise_phone asks number_type once instead of is_valid_number and number_type: the same
+    answer for numbers of every region and type, and for near misses of them."""
+    import random
+
+    import phonenumbers
+
+    rng = random.Random(6563)
+    checked = valid = 0
+    for region in sorted(phonenumbers.SUPPORTED_REGIONS):
+        for kind in (phonenumbers.PhoneNumberType.MOBILE, phonenumbers.PhoneNumberType.FIXED_LINE, None):
+            example = (phonenumbers.example_number_for_type(region, kind) if kind is not None
+                       else phonenumbers.example_number(region))
+            if example is None:
+                continue
+            digits = str(example.national_number)
+            for variant in (digits, digits[:-1], digits + "7", digits[::-1],
+                            "".join(rng.choice("0123456789") if rng.random() < 0.3 else c for c in digits)):
+                text = f"+{example.country_code} {variant}"
+                try:
+                    number = phonenumbers.parse(text, "TR")
+                except phonenumbers.NumberParseException:
+                    continue
+                expected = phonenumbers.is_valid_number(number)
+                try:
+                    phone = normalise_phone(text)
+                except AddressError:
+                    assert not expected, text
+                    continue
+                assert expected, text
+                assert phone == Phone(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164),
+                                      phonenumbers.number_type(number) in (phonenumbers.PhoneNumberType.MOBILE,
+                                      phonenumbers.PhoneNumberType.FIXED_LINE_OR_MOBILE)), text
+                valid += 1
+            checked += 1
+    assert checked > 500 and valid > 500
+
+
+def test_a_domain_is_checked_once_and_its_errors_every_time():
+    from izin.consent import addresses
+
+    check = addresses._validate_email_module.validate_email_domain_name
+    before = check.cache_info()
+    assert [normalise_email(f"kisi{i}@alan-adi-{before.misses}.com.tr") for i in range(3)] == [
+        f"kisi{i}@alan-adi-{before.misses}.com.tr" for i in range(3)]
+    after = check.cache_info()
+    assert (after.misses - before.misses, after.hits - before.hits) == (1, 2)
+    for _ in range(2):  # an invalid domain is refused with the same message each time
+        with pytest.raises(AddressError) as caught:
+            normalise_email("kisi@alan_adi.com")
+        assert str(caught.value) == ("'kisi@alan_adi.com' is not a valid email address: The part after the "
+                                     "@-sign contains invalid characters: '_'.")

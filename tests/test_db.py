@@ -1,0 +1,52 @@
+"""izin.db's batch helpers: insert_rows (COPY on PostgreSQL) and one_of, on both backends."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta, timezone
+
+from sqlalchemy import select
+
+from izin.consent.models import Contact, ContactEvent
+from izin.db import insert_rows, one_of
+
+WHEN = datetime(2026, 11, 24, 9, 0, 0, 123456, tzinfo=timezone(timedelta(hours=3)))
+#: text COPY must carry exactly: its escapes, separators and line ends, quotes, non-ASCII
+AWKWARD = 'tab\there, new\nline, cr\r, back\\slash \\N, "quoted", \'single\', ş ğ İ ı, 😀, ,;|'
+
+
+def test_insert_rows_round_trips_every_type(db):
+    rows = [{"external_id": f"C{i}", "first_name": AWKWARD if i == 0 else None, "email": None,
+             "phone": "+905321112233", "phone_mobile": i % 2 == 0, "birthday": date(1990, 2, 28) if i else None,
+             "locale": "tr", "recipient_type": "BIREYSEL",
+             "attributes": {"note": AWKWARD, "total": 1250.5, "visits": 3, "none": None, "list": [1, "a"]},
+             "created_at": WHEN, "updated_at": WHEN + timedelta(microseconds=i)} for i in range(3)]
+    with db.session() as session:
+        insert_rows(session, Contact.__table__, rows)
+        insert_rows(session, ContactEvent.__table__, [])  # nothing to insert is fine
+    with db.session() as session:
+        stored = session.execute(select(Contact.external_id, Contact.first_name, Contact.phone_mobile,
+                                        Contact.birthday, Contact.attributes, Contact.created_at,
+                                        Contact.updated_at).order_by(Contact.id)).all()
+    assert [tuple(r) for r in stored] == [
+        (f"C{i}", AWKWARD if i == 0 else None, i % 2 == 0, date(1990, 2, 28) if i else None,
+         {"note": AWKWARD, "total": 1250.5, "visits": 3, "none": None, "list": [1, "a"]},
+         WHEN, WHEN + timedelta(microseconds=i)) for i in range(3)]
+    assert stored[0].created_at.tzinfo == timezone.utc
+
+
+def test_one_of_matches_the_values_given(db):
+    with db.session() as session:
+        insert_rows(session, Contact.__table__, [
+            {"external_id": e, "locale": "tr", "recipient_type": "BIREYSEL", "attributes": {}, "created_at": WHEN,
+             "updated_at": WHEN} for e in ("A", "B", "C")])
+    with db.session() as session:
+        def found(values):
+            return sorted(session.scalars(select(Contact.external_id).where(
+                one_of(session, Contact.external_id, values))))
+
+        assert found({"A", "C", "Z"}) == ["A", "C"]
+        assert found(["B", None]) == ["B"]
+        assert found([]) == []
+        ids = sorted(session.scalars(select(Contact.id)))
+        assert sorted(session.scalars(select(Contact.external_id).where(
+            one_of(session, Contact.id, iter(ids[1:]))))) == ["B", "C"]
