@@ -46,13 +46,16 @@ def write_report(table: dict[str, dict[str, Any]], sizes: list[int], command: st
     lines += [f"## At {largest:,} contacts", "", "| measure | target | " + " | ".join(kinds) + " |",
               "|---|---|" + "---|" * len(kinds)]
     imp = lambda r: at(r)["import"]  # noqa: E731
-    row("contacts imported per second, izin (validated)", "≥ 20,000",
-        lambda r: _rate(imp(r)["contacts"], imp(r)["contacts_s"]))
-    row("rows per second, plain batched INSERT (ratio izin / raw)", "",
-        lambda r: f"{_rate(imp(r)['raw_rows'], imp(r)['raw_s'])} "
-                  f"({(imp(r)['contacts'] / imp(r)['contacts_s']) / (imp(r)['raw_rows'] / imp(r)['raw_s']):.2f})")
-    row("consent events recorded per second (hash chain)", "", lambda r: _rate(imp(r)["consents"], imp(r)["consents_s"]))
-    row("purchase events imported per second", "", lambda r: _rate(imp(r)["events"], imp(r)["events_s"]))
+    rate = lambda part: _rate(part["rows"], part["seconds"])  # noqa: E731
+    row(f"contacts imported per second, izin (validated; the last {largest - (sizes[-2] if len(sizes) > 1 else 0):,})",
+        "≥ 20,000", lambda r: rate(imp(r)["contacts"]))
+    def per_s(part: dict[str, Any]) -> float:
+        return part["rows"] / part["seconds"]
+
+    row("the same rows per second, plain batched INSERT (ratio izin / raw)", "",
+        lambda r: f"{rate(imp(r)['contacts_raw'])} ({per_s(imp(r)['contacts']) / per_s(imp(r)['contacts_raw']):.2f})")
+    row("consent events recorded per second (hash chain)", "", lambda r: rate(imp(r)["consents"]))
+    row("purchase events imported per second", "", lambda r: rate(imp(r)["events"]))
     plan = lambda r: at(r)["planning"]  # noqa: E731
     row("birthday tick: seconds (deliveries); plain SQL", "< 0.5 s",
         lambda r: f"{plan(r)['birthday']['seconds']:.3f} ({plan(r)['birthday']['deliveries']:,}); "
@@ -84,7 +87,7 @@ def write_report(table: dict[str, dict[str, Any]], sizes: list[int], command: st
         lambda r: f"{_rate(aud(r)['records'], aud(r)['csv']['seconds'])} ({aud(r)['csv']['rss_mib']:.0f})")
     row("plain SELECT to csv.writer: rows per second", "",
         lambda r: _rate(aud(r)["raw"]["rows"], aud(r)["raw"]["seconds"]))
-    row("audit verify: events per second (peak RSS MiB)", "",
+    row("audit verify of the whole ledger: seconds (peak RSS MiB)", "",
         lambda r: f"{aud(r)['verify']['seconds']:.1f} s ({aud(r)['verify']['rss_mib']:.0f})")
     row("records in the audit log", "3,000,000", lambda r: f"{aud(r)['records']:,}")
 
