@@ -124,7 +124,8 @@ def recheck(session: Any, settings: Settings, delivery: Delivery, contact: Conta
             # an ONAY İYS has not accepted yet may be accepted soon: wait, do not drop
             return Stop("deferred", IYS_PENDING, now + ACCOUNT_RETRY)
         if not decision.allowed:
-            return Stop("suppressed", "consent_withdrawn" if decision.status == "RET" else decision.reason or "no_consent")
+            withdrawn = decision.status == "RET"
+            return Stop("suppressed", "consent_withdrawn" if withdrawn else decision.reason or "no_consent")
         delivery.consent_event_id, delivery.basis = decision.event_id, decision.basis
         recipient = decision.recipient
         caps = caps_for(campaign, settings, delivery.campaign_id)

@@ -1,8 +1,10 @@
 """Planning: who is due at an instant, on which channel, when, and why everyone else is not.
 
 `plan_campaign` is the dry run and the first half of scheduling: it reads, and writes nothing but
-the campaign's start. The trigger and the audience compile into one SQL query; consent comes from
-the current-state table in chunked look-ups; frequency caps from one grouped count.
+the campaign's start. The trigger and the audience compile into one SQL query, read in rounds of
+_CHUNK contacts (a whole-base blast by contact-id ranges, so memory holds one round); per round,
+consent comes from the current-state table, caps from one grouped count and existing deliveries
+from one look-up, each a single query.
 """
 
 from __future__ import annotations
@@ -64,14 +66,12 @@ class _Round:
 
     Every candidate of a contact is in the same round, so caps counted per round are complete.
     `id_range` (lower bound exclusive, upper inclusive) says the round is every audience member in
-    that contact-id range: look-ups then join on the range instead of listing thousands of ids.
+    that contact-id range: look-ups by contact then read the range instead of listing thousands of
+    ids (and on SQLite, look-ups by address join contacts on it).
     """
 
     candidates: list[Candidate]
     id_range: tuple[int, int] | None = None
-
-    def contacts(self) -> list[Any]:
-        return list({c.contact.id: c.contact for c in self.candidates}.values())
 
     def where(self, column: Any) -> list[ColumnElement[bool]]:
         """Conditions that restrict a contact-id column to this round's contacts."""
