@@ -235,10 +235,12 @@ class LedgerWriter:
                now: datetime, recipient_type: str | None = None, proof: str | None = None, *,
                allow_iys_source: bool = False, recipient: str | None = None) -> Recorded:
         """Check the rules, then append one event and update the current state."""
+        # lock before reading the state: two writers recording the same status at once must not
+        # both find it absent and both append it
+        head = self.lock()
         recipient, recipient_type, notes, uploadable = self.check(
             contact, channel, status, source, consent_date, now, recipient_type,
             allow_iys_source=allow_iys_source, recipient=recipient)
-        head = self.lock()
         event = ConsentEvent(**_event_values(head, contact, recipient, channel, status, source, recipient_type,
                                              consent_date, now, proof, uploadable))
         event.hash = event_hash(event)
