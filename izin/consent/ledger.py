@@ -71,12 +71,9 @@ def contact_address_column(channel: str) -> Any:
 #: consent_state's columns, in the order _State takes them
 _STATE_COLUMNS = ("recipient", "channel", "recipient_type", "status", "event_id", "consent_date", "recorded_at",
                   "ever_onay")
-#: the columns of an event as appended (purge_run_id stays empty)
-_EVENT_COLUMNS = ("id", "contact_id", "contact_ref", "recipient", "channel", "status", "source", "recipient_type",
-                  "consent_date", "recorded_at", "proof", "iys_uploadable", "prev_hash", "hash")
 
 
-def _event_values(head: LedgerHead, contact: Contact | None, recipient: str, channel: str, status: str,
+def _event_values(head: LedgerHead | _Position, contact: Contact | None, recipient: str, channel: str, status: str,
                   source: str, recipient_type: str, consent_date: datetime, now: datetime, proof: str | None,
                   uploadable: bool) -> dict[str, Any]:
     """The columns of the next event after `head`, all but its hash."""
@@ -91,6 +88,14 @@ def _advance(state: ConsentState | _State, event: ConsentEvent | Appended) -> No
     state.status, state.event_id = event.status, event.id
     state.consent_date, state.recorded_at = event.consent_date, event.recorded_at
     state.ever_onay = bool(state.ever_onay) or event.status == "ONAY"
+
+
+@dataclass
+class _Position:
+    """The end of the chain: the last event's id and hash (what LedgerHead holds)."""
+
+    last_id: int
+    last_hash: str
 
 
 @dataclass
@@ -290,8 +295,10 @@ class LedgerWriter:
         created: dict[tuple[str, str, str], _State] = {}
         changed: dict[tuple[str, str, str], _State] = {}
         withdrawn: dict[str, set[str]] = {}  # channel -> addresses that got a RET
-        events: list[Appended] = []
+        rows: list[dict[str, Any]] = []  # the events' columns, to insert
         results: list[Appended | ConsentRefused] = []
+        # the chain's end as plain values while the batch grows it; the locked head row takes it after
+        position = _Position(head.last_id, head.last_hash)
         try:
             for r in requests:
                 try:
@@ -301,12 +308,12 @@ class LedgerWriter:
                 except ConsentRefused as refused:
                     results.append(refused)
                     continue
-                event = Appended(**_event_values(head, r.contact, recipient, r.channel, r.status, r.source,
-                                                 recipient_type, r.consent_date, now, r.proof, uploadable),
-                                 notes=notes)
-                event.hash = event_hash(event)
-                head.last_id, head.last_hash = event.id, event.hash
-                events.append(event)
+                values = _event_values(position, r.contact, recipient, r.channel, r.status, r.source,
+                                       recipient_type, r.consent_date, now, r.proof, uploadable)
+                event = Appended(**values, notes=notes)
+                event.hash = values["hash"] = event_hash(event)
+                position.last_id, position.last_hash = event.id, event.hash
+                rows.append(values)
                 results.append(event)
                 key = (recipient, r.channel, recipient_type)
                 state = self._states.get(key)
@@ -322,7 +329,8 @@ class LedgerWriter:
             for obj in list(session.identity_map.values()):
                 if isinstance(obj, ConsentState):  # the rows below change under any loaded copy
                     session.expire(obj)
-        insert_rows(session, ConsentEvent.__table__, [{c: getattr(e, c) for c in _EVENT_COLUMNS} for e in events])
+        head.last_id, head.last_hash = position.last_id, position.last_hash
+        insert_rows(session, ConsentEvent.__table__, rows)
         insert_rows(session, state_table, [vars(s) for s in created.values()])
         if changed:
             key_columns = ("recipient", "channel", "recipient_type")
