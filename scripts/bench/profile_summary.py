@@ -29,7 +29,9 @@ def summarise(path: Path, top: int = 30) -> list[tuple[str, float]]:
         total += samples
         for name in {frame.split(" (")[0] for frame in stack.split(";")}:
             inclusive[name] += samples
-    ranked = [(name, n / total) for name, n in inclusive.most_common() if name not in _BORING]
+    # py-spy --subprocesses roots each stack in a "process PID:command" frame
+    ranked = [(name, n / total) for name, n in inclusive.most_common()
+              if name not in _BORING and not name.startswith("process ")]
     return ranked[:top]
 
 

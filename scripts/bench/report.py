@@ -113,7 +113,7 @@ def write_report(table: dict[str, dict[str, Any]], sizes: list[int], command: st
         if profile:
             lines += ["", f"## Where an izin worker's CPU goes ({kind}, py-spy, samples holding the GIL)", "",
                       "| share of samples | function (inclusive) |", "|---|---|"]
-            lines += [f"| {share:.1%} | `{name}` |" for name, share in profile]
+            lines += [f"| {share:.1%} | `{name}` |" for name, share in profile if not name.startswith("process ")]
     lines += ["", "## The birthday tick's query plan", ""]
     for kind in kinds:
         lines.append(f"- {kind}: `{table[kind].get('query_plan', '–')}`")
