@@ -164,7 +164,8 @@ def engine(url: str, work: Path, campaign: Path, smtp_port: int, http_port: int,
         started = time.time()
         # what a scheduler tick does, for this campaign's deliveries only (the base may hold others)
         with db.session() as session:
-            session.execute(update(Delivery).where(Delivery.id.in_(ids)).values(enqueued_at=datetime.now(timezone.utc)))
+            session.execute(update(Delivery).where(Delivery.campaign_id == campaign_id)
+                            .values(enqueued_at=datetime.now(timezone.utc)))
         enqueued = actors.send_many(actors.send_delivery, ids)
         if profile:
             spy = _py_spy(work, worker.pid)
