@@ -22,6 +22,8 @@ from sqlalchemy.types import TypeDecorator
 
 from izin.errors import ConfigError, InputError, ServiceUnavailable
 
+#: PostgreSQL connections an engine keeps open (one per worker thread, and some for the rest)
+POSTGRES_POOL_SIZE = 20
 #: how long a SQLite writer waits for the lock before giving up, in milliseconds
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
@@ -89,7 +91,10 @@ def make_engine(url: str) -> Engine:
 
         return engine
     if parsed.get_backend_name() == "postgresql":
-        return create_engine(url, pool_pre_ping=True)
+        # a connection per worker thread (izin worker --threads, up to 16) without overflow: an
+        # overflow connection is closed on return, and a new PostgreSQL connection forks a backend
+        return create_engine(url, pool_pre_ping=True, pool_size=POSTGRES_POOL_SIZE,
+                             max_overflow=POSTGRES_POOL_SIZE)
     raise ConfigError(f"unsupported database {parsed.get_backend_name()!r}; use sqlite or postgresql",
                       field="database.url")
 
