@@ -114,7 +114,9 @@ class Run:
             stage = {"after_claim": "rcpt", "in_adapter": "data", "after_receipt": "accepted"}[phase]
             trap = self.sink.arm(stage, countdown, hook=locker if stage == "accepted" else None)
             worker = self.start()
-            assert trap.reached.wait(90), f"the worker never reached {stage}"
+            if not trap.reached.wait(90):
+                stop_group(worker, signal.SIGKILL)  # a failing run must not leave workers behind
+                pytest.fail(f"the worker never reached {stage}")
             if stage == "accepted":
                 time.sleep(0.2)  # the worker has the 250 and waits to mark the row
         def release() -> None:
