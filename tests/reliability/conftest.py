@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 
+from izin.db import Database, upgrade
+
 _FINDINGS: list[dict[str, Any]] = []
 
 
@@ -95,3 +97,12 @@ def private_db(private_postgres):
     with admin.connect() as connection:
         connection.execute(text(f'drop database if exists "{name}" with (force)'))
     admin.dispose()
+
+
+@pytest.fixture
+def pg(postgres_url):
+    """A migrated database on the shared PostgreSQL (a fresh schema), for the distributed runs."""
+    database = Database(postgres_url)
+    upgrade(database)
+    yield database
+    database.dispose()

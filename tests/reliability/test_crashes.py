@@ -181,14 +181,6 @@ def test_sigkill_embedded_worker_full(tmp_path, settings, findings):
     _kill_run(db, settings, tmp_path, findings, HEAVY_DELIVERIES, 10, "", "embedded")
 
 
-@pytest.fixture
-def pg(postgres_url):
-    database = Database(postgres_url)
-    upgrade(database)
-    yield database
-    database.dispose()
-
-
 def test_sigkill_dramatiq_worker_process(pg, settings, tmp_path, private_redis, findings):
     _kill_run(pg, settings, tmp_path, findings, CI_DISTRIBUTED, 4, private_redis.url, "dramatiq")
 

@@ -33,7 +33,7 @@ from izin.campaigns import actors
 from izin.campaigns.runner import enqueue_due
 from izin.consent.ledger import LedgerWriter, withdraw_address
 from izin.consent.models import ConsentState, Contact
-from izin.db import Database, upgrade
+from izin.db import Database
 
 from .harness import SENDER_TOML, AT, populate, schedule_once, spawn_worker, stop_group, wait_for, worker_env
 
@@ -187,14 +187,6 @@ def _load_run(db: Database, settings, tmp_path, broker_url: str, findings, count
              consent_changes=dict(churn.counts), consent_changes_per_s=round(churn.total / elapsed, 1),
              events_checked=len(events), messages_checked=figures["outcomes"].get("sent", 0),  # type: ignore[union-attr]
              **figures)
-
-
-@pytest.fixture
-def pg(postgres_url):
-    database = Database(postgres_url)
-    upgrade(database)
-    yield database
-    database.dispose()
 
 
 def test_load_with_consent_churn(pg, settings, tmp_path, private_redis, findings):
