@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import (DateTime, Engine, MetaData, Table, any_, bindparam, create_engine, event, insert,
                         inspect, text)
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
@@ -200,6 +200,14 @@ class Database:
             if _is_unreachable(exc):
                 raise ServiceUnavailable(f"database unreachable ({self.redacted_url}): {exc.orig}") from None
             raise
+
+    def autocommit(self) -> Connection:
+        """A new connection for single statements: call `commit()` after each. On PostgreSQL the
+        statement commits as it runs (one round trip instead of BEGIN, statement, COMMIT)."""
+        connection = self.engine.connect()
+        if self.engine.dialect.name == "postgresql":
+            return connection.execution_options(isolation_level="AUTOCOMMIT")
+        return connection
 
     @property
     def redacted_url(self) -> str:

@@ -340,8 +340,9 @@ def run(app: AppContext, file: str, at: str | None, as_json: bool) -> None:
     click.echo(f"campaign {campaign_.name}: {report.created} deliveries created; {_summary(counts)}")
 
 
-#: messages a worker process holds ahead of its threads (dramatiq's default is 2 per thread)
-PREFETCH = 200
+#: messages a worker process holds ahead of its threads (dramatiq's default is 2 per thread); each
+#: carries up to actors.BATCH deliveries, so more would only leave one process the tail of a tick
+PREFETCH = 16
 
 
 @click.command()
@@ -367,8 +368,8 @@ def worker(app: AppContext, burst: bool, processes: int, threads: int, poll: flo
             drain_broker(app.settings, threads)
             click.echo("queue drained")
             return
-        # messages carry only an id, so holding a few hundred ahead costs nothing, and saves a
-        # Redis round trip per message (a dead worker's prefetched messages go back to the queue)
+        # holding messages ahead saves a Redis round trip per message (a dead worker's prefetched
+        # messages go back to the queue)
         env = {**os.environ, "dramatiq_queue_prefetch": str(prefetch)}
         if app.config_path:
             env["IZIN_CONFIG"] = os.path.abspath(app.config_path)

@@ -1,45 +1,55 @@
-"""Sending one delivery: claim the row, re-check consent, cap and window, render, send, record.
+"""Sending deliveries: claim the rows, re-check consent, cap and window, render, send, record.
 
 Invariant 2 lives here: consent is checked again right before the adapter is called, so an opt-out
-recorded after scheduling wins. The claim is one conditional UPDATE, atomic on SQLite and
-PostgreSQL, so two workers never both send a delivery. The only window in which a crash can
-duplicate a message is the adapter call itself: a worker killed after the provider accepted the
-message and before the row is marked `sent` leaves it `sending`, and once the lease runs out
-another worker sends it again.
+recorded after scheduling wins. A worker takes a batch of deliveries (one broker message carries
+up to `actors.BATCH` ids): one transaction claims them, re-checks consent, caps, bounces and the
+send window for all of them and renders them; then they go one after another. A message is never
+handed to the adapter more than GATE_MAX_AGE after the check that allowed it: when sending falls
+behind, what is left of the batch is checked again first.
+
+The claim is one conditional UPDATE, atomic on SQLite and PostgreSQL, so two workers never both
+send a delivery. The only window in which a crash can duplicate a message is the adapter call
+itself: a worker killed after the provider accepted the message and before the row is marked
+`sent` leaves it `sending`, and once the lease runs out another worker sends it again. Each
+message is marked on its own right after its adapter call, so that window is one message wide.
 """
 
 from __future__ import annotations
 
+import threading
 import time as time_module
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, bindparam, or_, select, update
 from sqlalchemy.exc import OperationalError
 
 from izin import clock
 from izin.campaigns import spec
 from izin.campaigns.models import Campaign as CampaignRow
 from izin.campaigns.models import Delivery
-from izin.campaigns.plan import cap_count, cap_release, caps_for
+from izin.campaigns.plan import cap_counts, cap_release, caps_for
 from izin.campaigns.window import in_window, next_open
 from izin.channels.base import OutgoingMessage, Receipt
 from izin.channels.errors import ChannelAccountError, PermanentChannelError, TransientChannelError
 from izin.config import Settings
-from izin.consent.bounces import is_undeliverable
 from izin.consent.bounces import mark as mark_undeliverable
-from izin.consent.gate import IYS_PENDING, may_send, usable_address
+from izin.consent.bounces import normalise, undeliverable_set
+from izin.consent.gate import IYS_PENDING, Decision, may_send_many, usable_address
 from izin.consent.models import Contact, ContactEvent
 from izin.consent.tokens import unsubscribe_url
 from izin.db import Database
 from izin.errors import ServiceUnavailable
 
-#: how long a claim holds; longer than any adapter call may take
+#: how long a claim holds; longer than any batch of adapter calls may take
 LEASE = timedelta(minutes=5)
+#: the longest a message may wait between the consent check that allowed it and its adapter call
+GATE_MAX_AGE = timedelta(seconds=1)
 #: attempts before a delivery that keeps meeting transient errors is failed
 MAX_ATTEMPTS = 6
 #: first retry delay after a transient error; doubles per attempt up to RETRY_MAX
@@ -60,6 +70,12 @@ class Outcome:
     detail: str | None = None
 
 
+def _claimable(now: datetime) -> Any:
+    return or_(and_(Delivery.status == "scheduled", Delivery.due_at <= now),
+               and_(Delivery.status == "deferred", Delivery.next_attempt_at <= now),
+               and_(Delivery.status == "sending", Delivery.lease_until < now))
+
+
 def claim(db: Database, delivery_id: int, now: datetime) -> datetime | None:
     """Take the delivery for this worker if it is due and nobody holds it.
 
@@ -67,25 +83,32 @@ def claim(db: Database, delivery_id: int, now: datetime) -> datetime | None:
     lease may record the outcome, so a worker whose lease ran out cannot overwrite its successor.
     """
     with db.session() as session:
-        return None if _claim(session, delivery_id, now) is None else now + LEASE
+        return now + LEASE if _claim(session, [delivery_id], now) else None
 
 
-def _claim(session: Any, delivery_id: int, now: datetime) -> Delivery | None:
-    """The claimed delivery, loaded by the claim itself (UPDATE ... RETURNING), or None."""
-    return session.scalars(update(Delivery).where(
-        Delivery.id == delivery_id,
-        or_(and_(Delivery.status == "scheduled", Delivery.due_at <= now),
-            and_(Delivery.status == "deferred", Delivery.next_attempt_at <= now),
-            and_(Delivery.status == "sending", Delivery.lease_until < now)),
-    ).values(status="sending", lease_until=now + LEASE, updated_at=now).returning(Delivery),
-        execution_options={"synchronize_session": False}).one_or_none()
+def _claim(session: Any, ids: list[int], now: datetime) -> list[Delivery]:
+    """The deliveries among `ids` that were free to take, loaded by the claim itself (UPDATE ... RETURNING)."""
+    claimed = session.scalars(update(Delivery).where(Delivery.id.in_(ids), _claimable(now))
+                              .values(status="sending", lease_until=now + LEASE, updated_at=now)
+                              .returning(Delivery), execution_options={"synchronize_session": False}).all()
+    return sorted(claimed, key=lambda delivery: delivery.id)
+
+
+_DELIVERIES = Delivery.__table__
+#: the outcome of one attempt, fenced by the lease: a worker whose lease ran out changes nothing
+_FINISH = update(_DELIVERIES).where(_DELIVERIES.c.id == bindparam("delivery"), _DELIVERIES.c.status == "sending",
+                                    _DELIVERIES.c.lease_until == bindparam("lease"))
+
+
+#: the mark after a provider accepted a message, built once: workers run it for every message
+_SENT = _FINISH.values(status="sent", sent_at=bindparam("now"), updated_at=bindparam("now"), lease_until=None,
+                       provider_id=bindparam("provider"), segments=bindparam("parts"), reason=None, detail=None)
 
 
 def _finish(db: Database, delivery_id: int, lease: datetime, now: datetime, **values: Any) -> None:
     with db.session() as session:
-        session.execute(update(Delivery).where(Delivery.id == delivery_id, Delivery.status == "sending",
-                                               Delivery.lease_until == lease)
-                        .values(lease_until=None, updated_at=now, **values))
+        session.execute(_FINISH.values(lease_until=None, updated_at=now, **values),
+                        {"delivery": delivery_id, "lease": lease})
 
 
 def rate_limiter(settings: Settings, channel: str) -> Any:
@@ -109,42 +132,93 @@ class Stop:
     retry_at: datetime | None = None
 
 
-def recheck(session: Any, settings: Settings, delivery: Delivery, contact: Contact, campaign: spec.Campaign,
-            now: datetime) -> str | Stop:
-    """The gate right before the adapter is called (invariant 2): consent, frequency cap, bounces
-    and the send window, judged at `now`. Returns the address to send to, or why not.
+@dataclass(frozen=True)
+class Allowed:
+    """The re-check's yes: the address to send to and the consent event it rests on."""
 
-    A commercial delivery that passes is bound to the consent event that allowed it.
+    recipient: str
+    consent_event_id: int | None = None
+    basis: str | None = None
+
+
+def recheck(session: Any, settings: Settings, deliveries: list[Delivery], contacts: dict[int, Contact],
+            campaigns: dict[int, spec.Campaign], now: datetime) -> dict[int, Allowed | Stop]:
+    """The gate right before the adapter is called (invariant 2): consent, frequency cap, bounces
+    and the send window of claimed deliveries, judged at `now`, per delivery id.
+
+    One query per channel answers consent for all of them, one per cap counts what each contact
+    was sent. Deliveries are judged in id order, and a delivery allowed here counts toward the cap
+    of the next one to the same contact, as if they had been sent one after another.
     """
-    if delivery.commercial:
-        iys = settings.iys
-        decision = may_send(session, contact, delivery.channel, now,
-                            require_iys_accepted=iys is not None and iys.require_accepted)
-        if decision.reason == IYS_PENDING:
-            # an ONAY İYS has not accepted yet may be accepted soon: wait, do not drop
-            return Stop("deferred", IYS_PENDING, now + ACCOUNT_RETRY)
-        if not decision.allowed:
-            withdrawn = decision.status == "RET"
-            return Stop("suppressed", "consent_withdrawn" if withdrawn else decision.reason or "no_consent")
-        delivery.consent_event_id, delivery.basis = decision.event_id, decision.basis
-        recipient = decision.recipient
-        caps = caps_for(campaign, settings, delivery.campaign_id)
-        over = [cap for cap in caps if cap_count(session, contact.id, now - cap[1], now, cap[2],
-                                                 _SENT_OR_SENDING, delivery.id) >= cap[0]]
-        if over:
-            return Stop("deferred", "frequency_cap", cap_release(session, contact.id, over, now, _SENT_OR_SENDING))
-    else:
-        recipient = usable_address(contact, delivery.channel)
-        if recipient is None:
-            return Stop("suppressed", "no_address")
-    if is_undeliverable(session, recipient, delivery.channel):
-        return Stop("suppressed", "undeliverable")
-    tz = ZoneInfo(contact.timezone or settings.policy.timezone)
+    strict = settings.iys is not None and settings.iys.require_accepted
+    decisions: dict[tuple[int, str], Decision] = {}
+    for channel in sorted({d.channel for d in deliveries if d.commercial}):
+        wanted = list({d.contact_id: contacts[d.contact_id] for d in deliveries
+                       if d.commercial and d.channel == channel}.values())
+        for contact_id, decision in may_send_many(session, wanted, channel, now,
+                                                  require_iys_accepted=strict).items():
+            decisions[(contact_id, channel)] = decision
+    caps = {d.id: caps_for(campaigns[d.campaign_id], settings, d.campaign_id) for d in deliveries if d.commercial}
+    # what each contact was sent (or is being sent by other workers), this batch left out
+    counted: dict[tuple[timedelta, int | None], Counter[int]] = {}
+    batch_ids = [d.id for d in deliveries]
+    contact_ids = sorted({d.contact_id for d in deliveries if d.id in caps})
+    for _, period, campaign_id in {cap for found in caps.values() for cap in found}:
+        counted[(period, campaign_id)] = cap_counts(session, contact_ids, now - period, now, campaign_id,
+                                                    _SENT_OR_SENDING, exclude_ids=batch_ids)
+    recipients = {d.id: (decisions[(d.contact_id, d.channel)].recipient if d.commercial
+                         else usable_address(contacts[d.contact_id], d.channel)) for d in deliveries}
+    bounced = {channel: undeliverable_set(session, [recipients[d.id] for d in deliveries if d.channel == channel],
+                                          channel) for channel in {d.channel for d in deliveries}}
     start, end = settings.policy.window_local
-    if not in_window(now, tz, start, end):
-        return Stop("deferred", "send_window", next_open(now, tz, start, end))
-    assert recipient is not None
-    return recipient
+    granted: Counter[tuple[timedelta, int | None, int]] = Counter()
+    verdicts: dict[int, Allowed | Stop] = {}
+    for delivery in deliveries:
+        contact = contacts[delivery.contact_id]
+        recipient = recipients[delivery.id]
+        allowed = Allowed(recipient) if recipient else None
+        if delivery.commercial:
+            decision = decisions[(delivery.contact_id, delivery.channel)]
+            if decision.reason == IYS_PENDING:
+                # an ONAY İYS has not accepted yet may be accepted soon: wait, do not drop
+                verdicts[delivery.id] = Stop("deferred", IYS_PENDING, now + ACCOUNT_RETRY)
+                continue
+            if not decision.allowed:
+                withdrawn = decision.status == "RET"
+                verdicts[delivery.id] = Stop("suppressed", "consent_withdrawn" if withdrawn
+                                             else decision.reason or "no_consent")
+                continue
+            allowed = Allowed(decision.recipient or "", decision.event_id, decision.basis)
+            over = [(count, period, campaign_id) for count, period, campaign_id in caps[delivery.id]
+                    if counted[(period, campaign_id)][contact.id] + granted[(period, campaign_id, contact.id)] >= count]
+            if over:
+                mine = {(period, campaign_id): granted[(period, campaign_id, contact.id)]
+                        for _, period, campaign_id in over}
+                verdicts[delivery.id] = Stop("deferred", "frequency_cap", cap_release(
+                    session, contact.id, over, now, _SENT_OR_SENDING, exclude_ids=batch_ids, granted=mine))
+                continue
+        elif allowed is None:
+            verdicts[delivery.id] = Stop("suppressed", "no_address")
+            continue
+        if normalise(allowed.recipient, delivery.channel) in bounced[delivery.channel]:
+            verdicts[delivery.id] = Stop("suppressed", "undeliverable")
+            continue
+        tz = ZoneInfo(contact.timezone or settings.policy.timezone)
+        if not in_window(now, tz, start, end):
+            verdicts[delivery.id] = Stop("deferred", "send_window", next_open(now, tz, start, end))
+            continue
+        for _, period, campaign_id in caps.get(delivery.id, ()):
+            granted[(period, campaign_id, contact.id)] += 1
+        verdicts[delivery.id] = allowed
+    return verdicts
+
+
+@dataclass(frozen=True)
+class _Ready:
+    """A claimed, checked and rendered delivery waiting for its adapter call."""
+
+    lease: datetime
+    message: OutgoingMessage
 
 
 class Sender:
@@ -165,6 +239,10 @@ class Sender:
         self._limiters = {channel: rate_limiter(settings, channel) for channel in settings.channels
                           if settings.channels[channel].rate}
         self._campaigns: dict[tuple[int, datetime | None], spec.Campaign] = {}
+        # each thread marks its sends on a connection of its own, kept open between batches
+        self._local = threading.local()
+        self._connections: list[Any] = []
+        self._connections_lock = threading.Lock()
 
     def adapter(self, channel: str) -> Any:
         return self._adapters[channel]
@@ -181,6 +259,11 @@ class Sender:
     def close(self) -> None:
         for adapter in {id(a): a for a in self._adapters.values()}.values():
             adapter.close()
+        with self._connections_lock:
+            for connection in self._connections:
+                connection.close()
+            self._connections.clear()
+        self._local = threading.local()
 
     def _campaign(self, row: CampaignRow) -> spec.Campaign:
         key = (row.id, row.updated_at)
@@ -194,17 +277,55 @@ class Sender:
 
     def process(self, delivery_id: int) -> Outcome:
         """One attempt at one delivery. Never raises for an outcome; raises only when the database fails."""
+        return self.process_many([delivery_id])[delivery_id]
+
+    def process_many(self, delivery_ids: Iterable[int]) -> dict[int, Outcome]:
+        """One attempt at each delivery, per id; `skipped` for those not free to take (not due,
+        held by another worker, finished). Raises only when the database fails."""
+        ids = sorted(set(delivery_ids))
         if self._limiters:
-            # wait for the channel's rate before claiming, so the lease is not spent queueing
-            with self.db.session() as session:
-                channel = session.scalar(select(Delivery.channel).where(Delivery.id == delivery_id))
-            if channel is not None:
-                self._throttle(channel)
+            return self._one_by_one(ids)
         now = self.now()
-        prepared = self._prepare(delivery_id, now)
-        if isinstance(prepared, Outcome):
-            return prepared
-        lease, message = prepared
+        outcomes, ready = self._prepare(ids, now)
+        checked = now
+        while ready:
+            if self.now() - checked > GATE_MAX_AGE:
+                # sending fell behind the check: judge what is left again before it goes (and
+                # send the next one right after, however long the check took, so a batch ends)
+                checked = self.now()
+                stopped, ready = self._recheck_ready(ready, checked)
+                outcomes.update(stopped)
+                if not ready:
+                    break
+            item = ready.pop(0)
+            outcome = self._send(item)
+            outcomes[item.message.delivery_id] = outcome
+            if outcome.reason == "channel_account":
+                # the provider refuses the account: the rest on that channel would fail alike
+                held = [r for r in ready if r.message.channel == item.message.channel]
+                ready = [r for r in ready if r.message.channel != item.message.channel]
+                outcomes.update(self._give_back(held, "deferred", "channel_account", outcome.detail,
+                                                self.now() + ACCOUNT_RETRY))
+        return {i: outcomes.get(i, Outcome("skipped")) for i in ids}
+
+    def _one_by_one(self, ids: list[int]) -> dict[int, Outcome]:
+        """A rate-limited channel: wait for the rate before each claim, so no lease is spent queueing."""
+        outcomes: dict[int, Outcome] = {}
+        with self.db.session() as session:
+            channels = dict(session.execute(select(Delivery.id, Delivery.channel).where(Delivery.id.in_(ids))).all())
+        for delivery_id in ids:
+            if delivery_id in channels:
+                self._throttle(channels[delivery_id])
+            now = self.now()
+            found, ready = self._prepare([delivery_id], now)
+            outcomes.update(found)
+            for item in ready:
+                outcomes[delivery_id] = self._send(item)
+        return outcomes
+
+    def _send(self, item: _Ready) -> Outcome:
+        lease, message = item.lease, item.message
+        delivery_id = message.delivery_id
         try:
             receipt = self.adapter(message.channel).send(message)  # the duplicate window: see the docstring
         except TransientChannelError as exc:
@@ -225,18 +346,30 @@ class Sender:
         return Outcome("sent")
 
     def _record_sent(self, delivery_id: int, lease: datetime, receipt: Receipt) -> None:
+        """Mark the message sent: one statement, committed (durably) before the next message goes."""
         # the message is out: try hard to say so, or a lapsed lease would send it again
         for attempt in range(5):
+            connection = getattr(self._local, "connection", None)
             try:
+                if connection is None:
+                    connection = self._local.connection = self.db.autocommit()
+                    with self._connections_lock:
+                        self._connections.append(connection)
                 # sent_at is on the engine's clock, the one consent and windows were judged by
-                now = self.now()
-                _finish(self.db, delivery_id, lease, now, status="sent", sent_at=now,
-                        provider_id=receipt.provider_id, segments=receipt.segments, reason=None, detail=None)
+                connection.execute(_SENT, {"delivery": delivery_id, "lease": lease, "now": self.now(),
+                                           "provider": receipt.provider_id, "parts": receipt.segments})
+                connection.commit()
                 return
-            except (OperationalError, ServiceUnavailable):
-                # Database.session reports a database that is down (restarting) as ServiceUnavailable
+            except OperationalError as exc:
+                # a database that is down (restarting): a new connection once it is back
+                self._local.connection = None
+                if connection is not None:
+                    with self._connections_lock:
+                        self._connections.remove(connection)
+                    connection.invalidate()
+                    connection.close()
                 if attempt == 4:
-                    raise
+                    raise ServiceUnavailable(f"database unreachable ({self.db.redacted_url}): {exc.orig}") from None
                 time_module.sleep(0.5 * 2 ** attempt)
 
     def _transient(self, delivery_id: int, lease: datetime, reason: str, detail: str,
@@ -256,68 +389,130 @@ class Sender:
                 next_attempt_at=now + delay)
         return Outcome("deferred", reason, detail)
 
-    def _prepare(self, delivery_id: int, now: datetime) -> tuple[datetime, OutgoingMessage] | Outcome:
-        """Claim, re-check consent, cap and window, and render, in one transaction; record any
-        outcome that stops the send. Returns the lease and the message to send.
+    def _give_back(self, items: list[_Ready], status: str, reason: str | None, detail: str | None,
+                   retry_at: datetime) -> dict[int, Outcome]:
+        """Release claims on messages never handed to the adapter (their attempt is not counted)."""
+        now = self.now()
+        with self.db.session() as session:
+            for item in items:
+                session.execute(_FINISH.values(status=status, reason=reason, detail=detail, next_attempt_at=retry_at,
+                                               attempts=_DELIVERIES.c.attempts - 1, lease_until=None, updated_at=now),
+                                {"delivery": item.message.delivery_id, "lease": item.lease})
+        return {item.message.delivery_id: Outcome(status, reason, detail) for item in items}
+
+    def _load(self, session: Any, deliveries: list[Delivery]) -> tuple[dict[int, Contact], dict[int, spec.Campaign]]:
+        """The deliveries' contacts and parsed campaigns, by id, in two queries."""
+        contacts = {c.id: c for c in session.scalars(
+            select(Contact).where(Contact.id.in_({d.contact_id for d in deliveries})))}
+        campaigns = {row.id: self._campaign(row) for row in session.scalars(
+            select(CampaignRow).where(CampaignRow.id.in_({d.campaign_id for d in deliveries})))}
+        return contacts, campaigns
+
+    def _recheck_ready(self, ready: list[_Ready], now: datetime) -> tuple[dict[int, Outcome], list[_Ready]]:
+        """Judge claimed, rendered messages again at `now`: those still allowed to the same address
+        stay ready; the others are stopped as the first check would have stopped them."""
+        outcomes: dict[int, Outcome] = {}
+        by_id = {item.message.delivery_id: item for item in ready}
+        with self.db.session(durable=False) as session:
+            deliveries = [d for d in session.scalars(select(Delivery).where(
+                Delivery.id.in_(by_id), Delivery.status == "sending")).all()
+                if d.lease_until == by_id[d.id].lease]
+            contacts, campaigns = self._load(session, deliveries)
+            verdicts = recheck(session, self.settings, sorted(deliveries, key=lambda d: d.id), contacts, campaigns, now)
+            still: list[int] = []
+            moved: list[_Ready] = []
+            for delivery in deliveries:
+                verdict, item = verdicts[delivery.id], by_id[delivery.id]
+                if isinstance(verdict, Stop):
+                    outcomes[delivery.id] = _stop(delivery, now, verdict.status, verdict.reason,
+                                                  retry_at=verdict.retry_at, given_back=True)
+                elif verdict.recipient != item.message.to:
+                    moved.append(item)  # the contact's address changed since rendering
+                else:
+                    delivery.consent_event_id, delivery.basis = verdict.consent_event_id, verdict.basis
+                    still.append(delivery.id)
+        # an item whose lease was lost is not ours any more: neither sent nor recorded
+        if moved:
+            outcomes.update(self._give_back(moved, "deferred", "recheck", "the address changed before sending", now))
+        return outcomes, [by_id[i] for i in sorted(still)]
+
+    def _prepare(self, ids: list[int], now: datetime) -> tuple[dict[int, Outcome], list[_Ready]]:
+        """Claim, re-check consent, cap and window, and render, in one transaction; record every
+        outcome that stops a send. Returns those outcomes and the messages to send, in id order.
 
         The transaction's commit need not wait for the disk (PostgreSQL): if the database loses
-        it in a crash, the delivery is as it was before the claim and is simply taken again; a
-        stopping outcome (suppressed, deferred) is decided again from durable evidence.
+        it in a crash, the deliveries are as they were before the claim and are simply taken
+        again; a stopping outcome (suppressed, deferred) is decided again from durable evidence.
         """
         from izin.campaigns.render import RenderError, build_context, promotion_in, render
 
+        outcomes: dict[int, Outcome] = {}
+        ready: list[_Ready] = []
         with self.db.session(durable=False) as session:
-            delivery = _claim(session, delivery_id, now)
-            if delivery is None:
-                return Outcome("skipped")
-            lease = delivery.lease_until
-            # one round trip for both rows (a join on two primary keys)
-            contact, row = session.execute(select(Contact, CampaignRow).join(
-                CampaignRow, CampaignRow.id == delivery.campaign_id).where(Contact.id == delivery.contact_id)).one()
-            campaign = self._campaign(row)
+            deliveries = _claim(session, ids, now)
+            if not deliveries:
+                return outcomes, ready
+            contacts, campaigns = self._load(session, deliveries)
+            verdicts = recheck(session, self.settings, deliveries, contacts, campaigns, now)
+            refs = {d.event_ref for d in deliveries if d.event_ref is not None and isinstance(verdicts[d.id], Allowed)}
+            events = dict(session.execute(select(ContactEvent.event_id, ContactEvent.attributes)
+                                          .where(ContactEvent.event_id.in_(refs))).all()) if refs else {}
+            for delivery in deliveries:
+                verdict = verdicts[delivery.id]
+                if isinstance(verdict, Stop):
+                    outcomes[delivery.id] = _stop(delivery, now, verdict.status, verdict.reason,
+                                                  retry_at=verdict.retry_at)
+                    continue
+                contact, campaign = contacts[delivery.contact_id], campaigns[delivery.campaign_id]
+                recipient = verdict.recipient
+                delivery.recipient = recipient
+                if delivery.commercial:
+                    delivery.consent_event_id, delivery.basis = verdict.consent_event_id, verdict.basis
+                # attempts count calls to the provider, not deferrals by window or cap
+                delivery.attempts += 1
+                event = None
+                if delivery.event_ref is not None:
+                    event = dict(events.get(delivery.event_ref) or {})
+                coupon = None
+                if delivery.coupon_code:
+                    coupon = {"code": delivery.coupon_code, "percent": delivery.coupon_percent,
+                              "expires_on": delivery.coupon_expires_on}
+                url = unsubscribe_url(self.settings.web.base_url, self.secret, recipient, delivery.channel)
+                fields = {"first_name": contact.first_name, "last_name": contact.last_name,
+                          "external_id": contact.external_id, "email": contact.email, "phone": contact.phone,
+                          "locale": contact.locale}
+                context = build_context(fields, contact.attributes, coupon, event, campaign, self.settings, url)
+                adapter = self.adapter(delivery.channel)
+                try:
+                    rendered = render(campaign, delivery.channel, context, self.settings, contact.locale,
+                                      max_segments=getattr(adapter, "max_segments", 7) or 7)
+                except RenderError as exc:
+                    outcomes[delivery.id] = _stop(delivery, now, "failed", "template", str(exc))
+                    continue
+                if not delivery.commercial:
+                    # validation saw a sample; the real text (attributes, event data) is checked too
+                    promotion = promotion_in(rendered.text or "") or promotion_in(rendered.subject or "")
+                    if promotion:
+                        outcomes[delivery.id] = _stop(delivery, now, "failed", "promotion",
+                                                      f"a transactional message may not carry promotions: "
+                                                      f"'{promotion}'")
+                        continue
+                ready.append(_Ready(delivery.lease_until, OutgoingMessage(
+                    delivery_id=delivery.id, channel=delivery.channel, to=recipient, commercial=delivery.commercial,
+                    recipient_type=contact.recipient_type, subject=rendered.subject, html=rendered.html,
+                    text=rendered.text, from_name=self.settings.sender.name or None,
+                    list_unsubscribe_url=url if delivery.commercial and delivery.channel == "email" else None,
+                    sender=self.settings.sender.sms_header or None,
+                    sms_text=rendered.text if delivery.channel == "sms" else None,
+                    encoding=rendered.encoding, segments=rendered.segments)))
+        return outcomes, ready
 
-            def stop(status: str, reason: str, detail: str | None = None, retry_at: datetime | None = None) -> Outcome:
-                delivery.status, delivery.reason, delivery.detail = status, reason, detail
-                delivery.next_attempt_at, delivery.lease_until, delivery.updated_at = retry_at, None, now
-                return Outcome(status, reason, detail)
 
-            checked = recheck(session, self.settings, delivery, contact, campaign, now)
-            if isinstance(checked, Stop):
-                return stop(checked.status, checked.reason, retry_at=checked.retry_at)
-            recipient = checked
-            delivery.recipient = recipient
-            # attempts count calls to the provider, not deferrals by window or cap
-            delivery.attempts += 1
-            event = None
-            if delivery.event_ref is not None:
-                found = session.scalar(select(ContactEvent).where(ContactEvent.event_id == delivery.event_ref))
-                event = dict(found.attributes or {}) if found else {}
-            coupon = None
-            if delivery.coupon_code:
-                coupon = {"code": delivery.coupon_code, "percent": delivery.coupon_percent,
-                          "expires_on": delivery.coupon_expires_on}
-            url = unsubscribe_url(self.settings.web.base_url, self.secret, recipient, delivery.channel)
-            fields = {"first_name": contact.first_name, "last_name": contact.last_name,
-                      "external_id": contact.external_id, "email": contact.email, "phone": contact.phone,
-                      "locale": contact.locale}
-            context = build_context(fields, contact.attributes, coupon, event, campaign, self.settings, url)
-            adapter = self.adapter(delivery.channel)
-            try:
-                rendered = render(campaign, delivery.channel, context, self.settings, contact.locale,
-                                  max_segments=getattr(adapter, "max_segments", 7) or 7)
-            except RenderError as exc:
-                return stop("failed", "template", str(exc))
-            if not delivery.commercial:
-                # validation saw a sample; the real text (attributes, event data) is checked too
-                promotion = promotion_in(rendered.text or "") or promotion_in(rendered.subject or "")
-                if promotion:
-                    return stop("failed", "promotion", f"a transactional message may not carry promotions: "
-                                                       f"'{promotion}'")
-            return lease, OutgoingMessage(
-                delivery_id=delivery.id, channel=delivery.channel, to=recipient, commercial=delivery.commercial,
-                recipient_type=contact.recipient_type, subject=rendered.subject, html=rendered.html,
-                text=rendered.text, from_name=self.settings.sender.name or None,
-                list_unsubscribe_url=url if delivery.commercial and delivery.channel == "email" else None,
-                sender=self.settings.sender.sms_header or None,
-                sms_text=rendered.text if delivery.channel == "sms" else None,
-                encoding=rendered.encoding, segments=rendered.segments)
+def _stop(delivery: Delivery, now: datetime, status: str, reason: str, detail: str | None = None,
+          retry_at: datetime | None = None, given_back: bool = False) -> Outcome:
+    """Record on a claimed delivery (in the caller's transaction) why it does not go now."""
+    delivery.status, delivery.reason, delivery.detail = status, reason, detail
+    delivery.next_attempt_at, delivery.lease_until, delivery.updated_at = retry_at, None, now
+    if given_back:
+        delivery.attempts -= 1  # counted when it was rendered; the provider never saw it
+    return Outcome(status, reason, detail)

@@ -10,13 +10,13 @@ from one look-up, each a single query.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import ColumnElement, bindparam, case, func, or_, select
+from sqlalchemy import ColumnElement, case, func, or_, select
 from sqlalchemy.orm import Session
 
 from izin.campaigns import spec
@@ -27,7 +27,7 @@ from izin.campaigns.triggers import ONCE_KEY, birthday_due, follow_up_due, local
 from izin.campaigns.window import in_window, next_open
 from izin.clock import iso_utc
 from izin.config import Settings
-from izin.db import UTCDateTime, upsert_insert
+from izin.db import upsert_insert
 from izin.consent.bounces import undeliverable_set
 from izin.consent.gate import IYS_PENDING, NO_ADDRESS, NO_CONSENT, Decision, may_send_many
 from izin.consent.models import Contact, ContactEvent
@@ -227,9 +227,9 @@ def _existing(session: Session, campaign_id: int, round_: _Round) -> set[tuple[i
 
 def cap_counts(session: Session, contact_ids: list[int], since: datetime, at: datetime,
                campaign_id: int | None = None, statuses: tuple[str, ...] = _CAP_STATUSES,
-               round_: _Round | None = None) -> Counter[int]:
+               round_: _Round | None = None, exclude_ids: Collection[int] = ()) -> Counter[int]:
     """Commercial deliveries per contact that count toward a cap in (since, at]; with `round_`,
-    for the round's contacts (`contact_ids` is then not read)."""
+    for the round's contacts (`contact_ids` is then not read); `exclude_ids` are not counted."""
     counts: Counter[int] = Counter()
     moment = _MOMENT
     selections = [round_.where(Delivery.contact_id)] if round_ is not None else [
@@ -238,6 +238,8 @@ def cap_counts(session: Session, contact_ids: list[int], since: datetime, at: da
         query = (select(Delivery.contact_id, func.count()).where(
             *selection, Delivery.commercial.is_(True),
             Delivery.status.in_(statuses), moment > since, moment <= at).group_by(Delivery.contact_id))
+        if exclude_ids:
+            query = query.where(Delivery.id.not_in(list(exclude_ids)))
         if campaign_id is not None:
             query = query.where(Delivery.campaign_id == campaign_id)
         counts.update({contact_id: n for contact_id, n in session.execute(query)})
@@ -324,25 +326,13 @@ def _plan_round(session: Session, plan: Plan, campaign: spec.Campaign, settings:
     return deliveries, capped
 
 
-#: cap_counts for one contact, as the worker asks it before every message: built once, bound per call
-_ONE_CONTACT_COUNT = select(func.count()).select_from(Delivery).where(
-    Delivery.contact_id == bindparam("contact"), Delivery.commercial.is_(True),
-    Delivery.status.in_(bindparam("statuses", expanding=True)), Delivery.id != bindparam("exclude"),
-    _MOMENT > bindparam("since", type_=UTCDateTime), _MOMENT <= bindparam("at", type_=UTCDateTime))
-_ONE_CONTACT_CAMPAIGN_COUNT = _ONE_CONTACT_COUNT.where(Delivery.campaign_id == bindparam("campaign"))
-
-
-def cap_count(session: Session, contact_id: int, since: datetime, at: datetime, campaign_id: int | None,
-              statuses: tuple[str, ...], exclude_id: int) -> int:
-    """What cap_counts says of one contact, with the delivery being sent (`exclude_id`) left out."""
-    statement = _ONE_CONTACT_COUNT if campaign_id is None else _ONE_CONTACT_CAMPAIGN_COUNT
-    return session.scalar(statement, {"contact": contact_id, "statuses": list(statuses), "exclude": exclude_id,
-                                      "since": since, "at": at, "campaign": campaign_id}) or 0
-
-
 def cap_release(session: Session, contact_id: int, caps: list[tuple[int, timedelta, int | None]], at: datetime,
-                statuses: tuple[str, ...] = _CAP_STATUSES) -> datetime:
-    """The first instant at which every cap in `caps` has room for one more message."""
+                statuses: tuple[str, ...] = _CAP_STATUSES, exclude_ids: Collection[int] = (),
+                granted: Mapping[tuple[timedelta, int | None], int] | None = None) -> datetime:
+    """The first instant at which every cap in `caps` has room for one more message.
+
+    `exclude_ids` are not read from the table; `granted` counts, per (period, campaign id), messages
+    allowed at `at` that the table does not show as sent yet (a worker's batch)."""
     release = at
     moment = _MOMENT
     for count, period, campaign_id in caps:
@@ -351,7 +341,9 @@ def cap_release(session: Session, contact_id: int, caps: list[tuple[int, timedel
                  .order_by(moment.desc()).limit(count))
         if campaign_id is not None:
             query = query.where(Delivery.campaign_id == campaign_id)
-        moments = list(session.scalars(query))
+        if exclude_ids:
+            query = query.where(Delivery.id.not_in(list(exclude_ids)))
+        moments = [at] * (granted or {}).get((period, campaign_id), 0) + list(session.scalars(query))
         if len(moments) >= count:
             release = max(release, moments[count - 1] + period)
     return release

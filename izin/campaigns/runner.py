@@ -41,7 +41,7 @@ def enqueue_due(db: Database, now: datetime) -> int:
         for start in range(0, len(ids), _ROUND):
             chunk = ids[start:start + _ROUND]
             session.execute(update(Delivery).where(Delivery.id.in_(chunk)).values(enqueued_at=now))
-    return actors.send_many(actors.send_delivery, ids)
+    return actors.enqueue_deliveries(ids)
 
 
 def status_counts(db: Database, ids: list[int]) -> Counter[str]:
@@ -78,7 +78,7 @@ def drain_embedded(db: Database, settings: Settings, now: Callable[[], datetime]
             if not ids:
                 break
             seen.update(ids)
-            actors.send_many(actors.send_delivery, ids)
+            actors.enqueue_deliveries(ids)
             broker.join(actors.QUEUE, fail_fast=True)
             worker.join()
             handled.extend(ids)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from datetime import timedelta
 
+import dramatiq
 import pytest
 from sqlalchemy import func, select
 
@@ -38,7 +39,12 @@ def test_redis_broker_carries_deliveries_to_the_workers(crowd, settings, redis_u
     assert enqueue_due(db, AT) == 0  # enqueued a moment ago: not again
     import redis
     client = redis.Redis.from_url(redis_url)
-    assert client.llen(f"dramatiq:{actors.QUEUE}") == 2  # dramatiq's Redis queue holds the two ids
+    # dramatiq's Redis queue holds one message carrying the two ids
+    assert client.llen(f"dramatiq:{actors.QUEUE}") == 1
+    [message] = [dramatiq.Message.decode(m) for m in client.hvals(f"dramatiq:{actors.QUEUE}.msgs")]
+    with db.session() as session:
+        ids = sorted(session.scalars(select(Delivery.id)))
+    assert (message.actor_name, message.args) == ("send_deliveries", (ids,))
     actors.configure(distributed, now=lambda: AT)  # a fresh worker process would read the same config
     drain_broker(distributed, threads=2)
     actors.reset()

@@ -11,7 +11,7 @@ delivery D naming consent event E:
 The export holds no instant for the worker's check, only sent_at, which is taken after the
 adapter returned. A RET recorded in the last WINDOW before sent_at is the documented race: its
 transaction was still open when the worker checked, or it arrived while the message was in the
-adapter call (see docs/reliability-b.md). Every other delivery is `suppressed` with
+adapter call (see docs/reliability.md). Every other delivery is `suppressed` with
 consent_withdrawn (or no_consent) and names no event after a RET; nothing is left in flight.
 """
 

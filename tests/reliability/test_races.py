@@ -14,6 +14,7 @@ from collections import Counter
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import pytest
 from sqlalchemy import func, select
 
 from izin.campaigns.deliver import Sender
@@ -25,6 +26,8 @@ from izin.consent.models import ConsentEvent, Contact
 from .harness import AT, populate, running_sink, schedule_once, write_config
 
 ITERATIONS = 200
+#: the race against a worker's batch: rounds, and deliveries per batch
+BATCH_ROUNDS, BATCH_SIZE = 20, 10
 
 
 class Clock:
@@ -65,51 +68,62 @@ def _together(*calls):
     return results
 
 
-def test_withdrawal_racing_the_claim(db, settings, findings):
+@pytest.mark.parametrize("rounds, size", [(ITERATIONS, 1), (BATCH_ROUNDS, BATCH_SIZE)], ids=["one", "batch"])
+def test_withdrawal_racing_the_claim(db, settings, findings, rounds, size):
     """An opt-out and the worker's claim of a delivery to that address, released together, 200
-    times. Whatever the order, no message goes after the RET took effect: a sent delivery was
-    checked (its claim instant) before the RET's transaction committed and names the ONAY before
-    it; otherwise it is suppressed, consent_withdrawn, and nothing reached the adapter."""
-    addresses = populate(db, ITERATIONS)
+    times; and the same against a worker's batch of BATCH_SIZE deliveries, one of them to the
+    address, 20 times. Whatever the order, no message goes after the RET took effect: a sent
+    delivery was checked (its claim instant) before the RET's transaction committed and names the
+    ONAY before it; otherwise it is suppressed, consent_withdrawn, and nothing reached the adapter.
+    The rest of a batch goes whatever the order."""
+    addresses = populate(db, rounds * size)
     ids = schedule_once(db, settings)
     outbox = settings.channels["email"].url.removeprefix("outbox://")
+    rng = random.Random("race")
     outcomes: Counter[str] = Counter()
     late: list[str] = []
     in_flight: list[float] = []
-    for delivery_id, address in zip(ids, addresses):
+    for start in range(0, len(ids), size):
+        batch = ids[start:start + size]
+        target = rng.randrange(size)
         clock = Clock()
         sender = Sender(settings, db, "test-secret", now=clock)
 
-        def withdraw(address=address, clock=clock):
+        def withdraw(address=addresses[start + target], clock=clock):
             with db.session() as session:
                 event_id = withdraw_address(LedgerWriter(session), address, "email", "HS_WEB", clock(), "race")[0].event.id
             return event_id, clock()  # the instant the RET is committed: in effect from here on
 
-        def claim(delivery_id=delivery_id):
+        def claim(batch=batch):
             clock.first.pop(threading.get_ident(), None)
-            outcome = sender.process(delivery_id)
-            return outcome, clock.first[threading.get_ident()]
+            result = sender.process_many(batch)
+            return result, clock.first[threading.get_ident()]
 
-        (ret_id, committed), (outcome, gate) = _together(withdraw, claim)
+        (ret_id, committed), (result, gate) = _together(withdraw, claim)
         sender.close()
         with db.session() as session:
-            delivery = session.get(Delivery, delivery_id)
+            rows = {d.id: d for d in session.scalars(select(Delivery).where(Delivery.id.in_(batch)))}
             ret = session.get(ConsentEvent, ret_id)
-            sent_file = Path(outbox, f"{delivery_id}.eml").exists()
-            outcomes[f"{delivery.status}:{delivery.reason}" if delivery.reason else delivery.status] += 1
-            if delivery.status == "sent":
-                consent = session.get(ConsentEvent, delivery.consent_event_id)
-                assert sent_file and consent.status == "ONAY" and consent.id < ret.id
-                if not gate < committed:
-                    late.append(f"delivery {delivery_id}: gate {gate.isoformat()} after RET "
-                                f"#{ret.id} committed at {committed.isoformat()}")
-                if ret.recorded_at <= gate:
-                    # the RET was requested (and stamped) before the check, but its transaction
-                    # was still open: it was not in effect yet (see docs/reliability-b.md)
-                    in_flight.append((gate - ret.recorded_at).total_seconds())
-            else:
-                assert (delivery.status, delivery.reason, sent_file) == ("suppressed", "consent_withdrawn", False)
-    findings(f"RET racing the claim ({db.engine.dialect.name})", attempts=ITERATIONS,
+            for index, delivery_id in enumerate(batch):
+                delivery, sent_file = rows[delivery_id], Path(outbox, f"{delivery_id}.eml").exists()
+                if index != target:
+                    assert (result[delivery_id].status, delivery.status, sent_file) == ("sent", "sent", True)
+                    continue
+                # an opt-out that commits first cancels the queued delivery itself: the worker skips it
+                outcomes[f"{delivery.status}:{delivery.reason}" if delivery.reason else delivery.status] += 1
+                if delivery.status == "sent":
+                    consent = session.get(ConsentEvent, delivery.consent_event_id)
+                    assert sent_file and consent.status == "ONAY" and consent.id < ret.id
+                    if not gate < committed:
+                        late.append(f"delivery {delivery_id}: gate {gate.isoformat()} after RET "
+                                    f"#{ret.id} committed at {committed.isoformat()}")
+                    if ret.recorded_at <= gate:
+                        # the RET was requested (and stamped) before the check, but its transaction
+                        # was still open: it was not in effect yet (see docs/reliability.md)
+                        in_flight.append((gate - ret.recorded_at).total_seconds())
+                else:
+                    assert (delivery.status, delivery.reason, sent_file) == ("suppressed", "consent_withdrawn", False)
+    findings(f"RET racing the claim of {size} ({db.engine.dialect.name})", attempts=rounds,
              sent_before_ret=outcomes["sent"], suppressed=outcomes["suppressed:consent_withdrawn"],
              sent_after_ret_committed=len(late), sent_while_ret_in_flight=len(in_flight),
              max_in_flight_ms=round(1000 * max(in_flight, default=0), 2))

@@ -1,0 +1,162 @@
+"""A worker's batch: many deliveries claimed, checked and rendered in one transaction, then sent
+one by one. Judged exactly as one by one would judge them; a message never goes more than
+GATE_MAX_AGE after the check that allowed it; an account refusal holds the rest of the batch."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from datetime import timedelta
+
+import pytest
+from aiosmtpd.controller import Controller
+from sqlalchemy import select
+
+from izin.campaigns.deliver import ACCOUNT_RETRY, GATE_MAX_AGE, Sender
+from izin.campaigns.models import Delivery
+from izin.channels.registry import open_channels
+from izin.consent.ledger import LedgerWriter, withdraw_address
+from support import AT, ONCE, consent, free_port, person, schedule
+
+
+def _ids(db) -> list[int]:
+    with db.session() as session:
+        return list(session.scalars(select(Delivery.id).order_by(Delivery.id)))
+
+
+def _rows(db) -> list[tuple]:
+    with db.session() as session:
+        return [tuple(r) for r in session.execute(
+            select(Delivery.recipient, Delivery.status, Delivery.reason, Delivery.next_attempt_at, Delivery.attempts)
+            .order_by(Delivery.id))]
+
+
+def _capped(settings, cap: str):
+    return settings.model_copy(update={"policy": settings.policy.model_copy(update={"frequency_cap": cap})})
+
+
+@pytest.mark.parametrize("cap, second", [("1/7d", ("deferred", "frequency_cap")), ("2/7d", ("sent", None))])
+def test_two_deliveries_to_one_contact_in_a_batch_are_capped_as_if_sent_one_after_another(db, settings, cap, second):
+    """Two blasts for one contact in one batch: the first counts toward the second's cap, as it
+    would had they gone in two batches; the capped one waits for the first to leave the window."""
+    person(db, "ayse", email="ayse@example.com")
+    consent(db, "ayse", "email")
+    person(db, "mehmet", email="mehmet@example.com")
+    consent(db, "mehmet", "email")
+    roomy = _capped(settings, "5/7d")  # planning sees no cap: the batch is what decides
+    schedule(db, roomy, text=ONCE)
+    schedule(db, roomy, text=ONCE.replace("name: efsane-cuma", "name: kis-indirimi"))
+    sender = Sender(_capped(settings, cap), db, "test-secret", now=lambda: AT)
+    outcomes = sender.process_many(_ids(db))
+    sender.close()
+    # ids: the first blast to ayse and mehmet, then the second to both
+    assert [(o.status, o.reason) for o in outcomes.values()] == [("sent", None), ("sent", None), second, second]
+    if second[0] == "deferred":
+        # released when the first message (sent at AT) leaves the 7-day window; no provider call counted
+        assert _rows(db)[2:] == [("ayse@example.com", "deferred", "frequency_cap", AT + timedelta(days=7), 0),
+                                 ("mehmet@example.com", "deferred", "frequency_cap", AT + timedelta(days=7), 0)]
+
+
+class WithdrawingOutbox:
+    """The real outbox adapter; while it sends the batch's first message, a contact opts out."""
+
+    def __init__(self, inner, on_first_send) -> None:
+        self.inner, self.on_first_send = inner, on_first_send
+        self.sent: list[str] = []
+
+    def send(self, message):
+        receipt = self.inner.send(message)
+        self.sent.append(message.to)
+        if len(self.sent) == 1:
+            self.on_first_send()
+        return receipt
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+class SteppingClock:
+    """The engine's clock moving `step` per reading: sending falls behind the check."""
+
+    def __init__(self, step: timedelta) -> None:
+        self.at, self.step = AT, step
+
+    def __call__(self):
+        self.at += self.step
+        return self.at
+
+
+@pytest.mark.parametrize("step, third", [(GATE_MAX_AGE * 1.5, ("suppressed", "consent_withdrawn")),
+                                         (GATE_MAX_AGE / 100, ("sent", None))])
+def test_an_opt_out_during_a_slow_batch_stops_the_messages_not_yet_sent(db, settings, step, third):
+    """A RET recorded while the batch is being sent: a message whose check is older than
+    GATE_MAX_AGE is checked again before it goes, and the opt-out wins. Within GATE_MAX_AGE the
+    batch's check stands (the message left before the RET could have been seen)."""
+    for name in ("ayse", "can", "zeynep"):
+        person(db, name, email=f"{name}@example.com")
+        consent(db, name, "email")
+    schedule(db, settings, text=ONCE)
+
+    def opt_out() -> None:
+        with db.session() as session:
+            withdraw_address(LedgerWriter(session), "zeynep@example.com", "email", "HS_WEB", AT, "one click")
+
+    adapters = open_channels(settings.channels)
+    email = WithdrawingOutbox(adapters["email"], opt_out)
+    sender = Sender(settings, db, "test-secret", adapters={**adapters, "email": email}, now=SteppingClock(step))
+    outcomes = sender.process_many(_ids(db))
+    sender.close()
+    assert [(o.status, o.reason) for o in outcomes.values()] == [("sent", None), ("sent", None), third]
+    assert email.sent == ["ayse@example.com", "can@example.com"] + (["zeynep@example.com"] if third[0] == "sent" else [])
+    if third[0] == "suppressed":
+        # the attempt it never made is not counted
+        assert _rows(db)[2][1:] == ("suppressed", "consent_withdrawn", None, 0)
+
+
+class RefusingSink:
+    """An SMTP server that refuses the sender (5xx to MAIL FROM): the account, not the message."""
+
+    def __init__(self) -> None:
+        self.mail_from = 0
+        self.lock = threading.Lock()
+
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):  # noqa: N802
+        with self.lock:
+            self.mail_from += 1
+        return "550 5.7.1 sender not allowed"
+
+
+def test_an_account_refusal_holds_the_rest_of_the_batch_without_trying_it(db, settings):
+    sink = RefusingSink()
+    controller = Controller(sink, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    try:
+        for name in ("ayse", "can", "zeynep"):
+            person(db, name, email=f"{name}@example.com")
+            consent(db, name, "email")
+        schedule(db, settings, text=ONCE)
+        channels = {**settings.channels, "email": settings.channels["email"].model_copy(update={
+            "url": f"smtp://127.0.0.1:{controller.port}?from=kampanya@ornek.com.tr&timeout=5"})}
+        sender = Sender(settings.model_copy(update={"channels": channels}), db, "test-secret", now=lambda: AT)
+        outcomes = sender.process_many(_ids(db))
+        sender.close()
+    finally:
+        controller.stop()
+    assert Counter((o.status, o.reason) for o in outcomes.values()) == Counter({("deferred", "channel_account"): 3})
+    assert sink.mail_from == 1  # one refusal was enough to know
+    assert [r[1:] for r in _rows(db)] == [("deferred", "channel_account", AT + ACCOUNT_RETRY, 1),
+                                          ("deferred", "channel_account", AT + ACCOUNT_RETRY, 0),
+                                          ("deferred", "channel_account", AT + ACCOUNT_RETRY, 0)]
+
+
+def test_ids_not_free_to_take_are_skipped_and_the_rest_sent(db, settings):
+    for name in ("ayse", "can"):
+        person(db, name, email=f"{name}@example.com")
+        consent(db, name, "email")
+    schedule(db, settings, text=ONCE)
+    first, second = _ids(db)
+    sender = Sender(settings, db, "test-secret", now=lambda: AT)
+    assert sender.process(first).status == "sent"
+    outcomes = sender.process_many([second, first, 999_999, second])
+    sender.close()
+    assert {i: o.status for i, o in outcomes.items()} == {first: "skipped", second: "sent", 999_999: "skipped"}
