@@ -158,7 +158,8 @@ def recheck(session: Any, settings: Settings, deliveries: list[Delivery], contac
         for contact_id, decision in may_send_many(session, wanted, channel, now,
                                                   require_iys_accepted=strict).items():
             decisions[(contact_id, channel)] = decision
-    caps = {d.id: caps_for(campaigns[d.campaign_id], settings, d.campaign_id) for d in deliveries if d.commercial}
+    of_campaign = {cid: caps_for(campaign, settings, cid) for cid, campaign in campaigns.items()}
+    caps = {d.id: of_campaign[d.campaign_id] for d in deliveries if d.commercial}
     # what each contact was sent (or is being sent by other workers), this batch left out
     counted: dict[tuple[timedelta, int | None], Counter[int]] = {}
     batch_ids = [d.id for d in deliveries]

@@ -414,9 +414,14 @@ def _environment(search_dirs: tuple[str, ...], html: bool) -> _Sandbox:
 def _search_dirs(campaign: Campaign, base_dir: str | os.PathLike[str] | None) -> tuple[str, ...]:
     if base_dir is None and campaign.source_path is not None:
         base_dir = campaign.source_path.parent
-    dirs = [str(Path(base_dir).resolve())] if base_dir is not None else []
-    builtin = str(TEMPLATES_DIR)
-    return tuple(dict.fromkeys(dirs + [builtin]))
+    # resolving walks the path with a system call per part: once per folder (and working directory)
+    return _resolved_dirs(None if base_dir is None else str(base_dir), os.getcwd())
+
+
+@functools.lru_cache(maxsize=256)
+def _resolved_dirs(base_dir: str | None, cwd: str) -> tuple[str, ...]:
+    dirs = [str(Path(cwd, base_dir).resolve())] if base_dir is not None else []
+    return tuple(dict.fromkeys(dirs + [str(TEMPLATES_DIR)]))
 
 
 def _normal_locale(locale: str | None) -> str:
