@@ -99,6 +99,20 @@ def make_engine(url: str) -> Engine:
                       field="database.url")
 
 
+def refresh_statistics(session: Session, table: str) -> None:
+    """Let the query planner know how a table grew, in the session's transaction.
+
+    Without statistics SQLite walks the deliveries' status index (every sent row) for a worker's
+    cap count instead of looking the contacts up (at 100,000 sent rows: 30 ms instead of 0.3 per
+    batch); PostgreSQL's autovacuum refreshes them only a minute or more after a large insert.
+    SQLite samples at most a thousand rows per index (a few ms).
+    """
+    quoted = session.get_bind().dialect.identifier_preparer.quote(table)
+    if session.get_bind().dialect.name == "sqlite":
+        session.execute(text("PRAGMA analysis_limit=1000"))
+    session.execute(text(f"ANALYZE {quoted}"))
+
+
 def insert_rows(session: Session, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
     """Insert many rows, every one with the same keys, in the session's transaction: COPY on
     PostgreSQL, the driver's executemany on SQLite, with each column's own bind processing (UTC

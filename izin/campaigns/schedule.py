@@ -23,12 +23,14 @@ from izin.campaigns.coupons import new_code
 from izin.campaigns.models import Delivery
 from izin.campaigns.plan import Plan, PlannedDelivery, campaign_start, plan_campaign
 from izin.config import Settings
-from izin.db import insert_rows, upsert_insert
+from izin.db import insert_rows, refresh_statistics, upsert_insert
 
 #: rows inserted per executemany (and per savepoint, so a coupon clash redraws this many codes)
 _BATCH = 5_000
 #: fresh coupon codes tried for a batch before giving up (a clash of 40-bit codes is rare)
 _COUPON_TRIES = 5
+#: deliveries created at once after which the planner's statistics of the table are refreshed
+ANALYZE_AFTER = 1_000
 
 
 @dataclass
@@ -92,6 +94,9 @@ def schedule_campaign(session: Session, campaign: spec.Campaign, settings: Setti
             report.deferred += sum(1 for _, status in created if status == "deferred")
 
     report.plan = plan_campaign(session, campaign, settings, at, on_round=insert)
+    if report.created >= ANALYZE_AFTER:
+        # workers query the new rows at once (claims, cap counts)
+        refresh_statistics(session, "deliveries")
     return report
 
 

@@ -160,3 +160,24 @@ def test_ids_not_free_to_take_are_skipped_and_the_rest_sent(db, settings):
     outcomes = sender.process_many([second, first, 999_999, second])
     sender.close()
     assert {i: o.status for i, o in outcomes.items()} == {first: "skipped", second: "sent", 999_999: "skipped"}
+
+
+def test_a_large_schedule_refreshes_the_planner_statistics_workers_rely_on(db, settings, monkeypatch):
+    """Workers count caps per batch of contacts the moment a blast is scheduled: the planner must
+    know the table grew (SQLite without statistics walks the status index instead)."""
+    from sqlalchemy import text
+
+    import izin.campaigns.schedule as schedule_module
+
+    monkeypatch.setattr(schedule_module, "ANALYZE_AFTER", 3)
+    for name in ("ayse", "can", "zeynep"):
+        person(db, name, email=f"{name}@example.com")
+        consent(db, name, "email")
+    assert schedule(db, settings, text=ONCE).created == 3
+    with db.session() as session:
+        if db.engine.dialect.name == "sqlite":
+            stat = session.scalar(text("SELECT stat FROM sqlite_stat1 WHERE tbl = 'deliveries' "
+                                       "AND idx = 'ix_deliveries_contact_sent_at'"))
+            assert stat == "3 1 1"  # rows, then rows per contact and per (contact, sent_at)
+        else:
+            assert session.scalar(text("SELECT reltuples FROM pg_class WHERE oid = to_regclass('deliveries')")) == 3
