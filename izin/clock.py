@@ -55,6 +55,11 @@ def iso_utc(value: datetime) -> str:
     return value.astimezone(timezone.utc).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
+def iso_stored_utc(value: datetime | None) -> str | None:
+    """iso_utc of a naive UTC datetime as the database stores it (None stays None)."""
+    return None if value is None else value.isoformat(timespec="microseconds") + "Z"
+
+
 def iso_istanbul(value: datetime) -> str:
     """An instant as ISO 8601 in Türkiye time, with its offset."""
     return value.astimezone(ISTANBUL).isoformat(timespec="seconds")

@@ -10,8 +10,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from izin.campaigns.models import Campaign, Delivery
-from izin.clock import iso_istanbul, iso_utc
+from izin.clock import iso_istanbul, iso_stored_utc, iso_utc
 from izin.consent.models import IYS_TYPE, ConsentEvent, Contact
+from izin.db import stored_utc
 from izin.errors import NotFound
 
 DELIVERY_FIELDS = ("kind", "id", "campaign", "contact", "channel", "recipient", "occurrence", "status", "reason",
@@ -29,7 +30,8 @@ def delivery_records(session: Session, since: datetime | None = None, until: dat
     d = Delivery
     # plain columns, not ORM objects: an export reads millions of rows and keeps none of them
     query = (select(d.id, Campaign.name.label("campaign"), Contact.external_id, d.channel, d.recipient,
-                    d.occurrence, d.status, d.reason, d.consent_event_id, d.basis, d.due_at, d.sent_at,
+                    d.occurrence, d.status, d.reason, d.consent_event_id, d.basis, stored_utc(d.due_at),
+                    stored_utc(d.sent_at),
                     d.provider_id, d.coupon_code)
              .join(Campaign, Campaign.id == d.campaign_id).join(Contact, Contact.id == d.contact_id)
              .order_by(d.id))
@@ -47,7 +49,7 @@ def delivery_records(session: Session, since: datetime | None = None, until: dat
             "kind": "delivery", "id": delivery_id, "campaign": campaign, "contact": external_id,
             "channel": channel, "recipient": recipient, "occurrence": occurrence,
             "status": status, "reason": reason, "consent_event_id": consent_event_id,
-            "basis": basis, "scheduled_for": _iso(due_at), "sent_at": _iso(sent_at),
+            "basis": basis, "scheduled_for": iso_stored_utc(due_at), "sent_at": iso_stored_utc(sent_at),
             "provider_id": provider_id, "coupon_code": coupon_code,
         }
 

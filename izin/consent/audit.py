@@ -20,11 +20,12 @@ from sqlalchemy import and_, exists, or_, select
 from sqlalchemy.orm import aliased
 from sqlalchemy.orm import Session
 
-from izin.clock import iso_istanbul, iso_utc
-from izin.consent.csvio import neutralise
+from izin.clock import iso_istanbul, iso_stored_utc, iso_utc
+from izin.consent.csvio import FORMULA_START, neutralise
 from izin.consent.ledger import event_hash
 from izin.consent.models import (GENESIS_HASH, IYS_TYPE, ConsentEvent, ConsentState, Contact, LedgerHead,
                                  PurgeRun)
+from izin.db import stored_utc
 
 CONSENT_FIELDS = ("kind", "id", "contact", "recipient", "channel", "iys_type", "status", "source",
                   "recipient_type", "consent_date", "recorded_at", "proof", "iys_uploadable",
@@ -41,7 +42,7 @@ def consent_records(session: Session, since: datetime | None = None, until: date
     e = ConsentEvent
     # plain columns, not ORM objects: an export reads millions of rows and keeps none of them
     query = (select(e.id, e.contact_ref, e.recipient, e.channel, e.status, e.source, e.recipient_type,
-                    e.consent_date, e.recorded_at, e.proof, e.iys_uploadable, e.prev_hash, e.hash,
+                    e.consent_date, stored_utc(e.recorded_at), e.proof, e.iys_uploadable, e.prev_hash, e.hash,
                     e.purge_run_id, IysSync.state, IysSync.transaction_id, IysSync.creation_date)
              .outerjoin(IysSync, IysSync.event_id == e.id).order_by(e.id))
     if since is not None:
@@ -59,7 +60,7 @@ def consent_records(session: Session, since: datetime | None = None, until: date
             "kind": "consent", "id": event_id, "contact": contact_ref, "recipient": recipient,
             "channel": channel, "iys_type": IYS_TYPE[channel], "status": status,
             "source": source, "recipient_type": recipient_type,
-            "consent_date": iso_istanbul(consent_date), "recorded_at": iso_utc(recorded_at),
+            "consent_date": iso_istanbul(consent_date), "recorded_at": iso_stored_utc(recorded_at),
             "proof": proof, "iys_uploadable": uploadable,
             "prev_hash": prev_hash, "hash": hash_, "purged": purge_run_id is not None,
             # İYS's view: None until `izin iys` has enrolled the event
@@ -75,8 +76,17 @@ def write_records(records: Iterator[dict[str, Any]], out: IO[str], fmt: str,
     if fmt == "csv":
         writer = csv.writer(out)
         writer.writerow(fields)
+        position = {field: index for index, field in enumerate(fields)}
         for record in records:
-            writer.writerow([neutralise(record.get(f)) for f in fields])
+            # a cell per field, empty unless the record has a value there: a delivery leaves the
+            # consent columns of `--kind all` empty, and most records have several empty cells
+            row = [""] * len(fields)
+            for key, value in record.items():
+                if value is not None and key in position:
+                    # most cells are text that needs nothing: spare them the call
+                    plain = type(value) is str and not value.startswith(FORMULA_START)
+                    row[position[key]] = value if plain else neutralise(value)
+            writer.writerow(row)
             count += 1
     else:
         # orjson writes what json.dumps(ensure_ascii=False, separators=(",", ":")) writes, ~10x faster;

@@ -29,7 +29,7 @@ MAX_COLUMNS = 1_000
 FIELD_LIMIT = 8 * 1024 * 1024
 csv.field_size_limit(max(csv.field_size_limit(), FIELD_LIMIT))  # process-wide: only ever raised
 #: what a spreadsheet (Excel, LibreOffice, Google Sheets) takes as the start of a formula
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 _UTF16_BOMS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
 
 
@@ -40,7 +40,7 @@ def neutralise(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     text = str(value)
-    return "'" + text if text.startswith(_FORMULA_START) else text
+    return "'" + text if text.startswith(FORMULA_START) else text
 
 
 @dataclass(frozen=True)
