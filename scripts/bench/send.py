@@ -213,7 +213,7 @@ def _py_spy(work: Path, pid: int) -> subprocess.Popen[Any] | None:
         return None
     # --gil: only samples holding the GIL, i.e. the CPU a worker spends, not its waits
     return subprocess.Popen([spy, "record", "--pid", str(pid), "--subprocesses", "--gil", "--format", "raw",
-                             "--rate", "100", "-o", str(work / "py-spy.txt")], stdout=subprocess.DEVNULL,
+                             "--rate", "50", "-o", str(work / "py-spy.txt")], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
 
 
