@@ -14,8 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (DateTime, Engine, MetaData, Table, any_, bindparam, create_engine, event, insert,
-                        type_coerce,
-                        inspect, text)
+                        inspect, text, type_coerce)
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
@@ -23,8 +22,9 @@ from sqlalchemy.types import TypeDecorator
 
 from izin.errors import ConfigError, InputError, ServiceUnavailable
 
-#: PostgreSQL connections an engine keeps open (one per worker thread, and some for the rest)
-POSTGRES_POOL_SIZE = 20
+#: connections an engine keeps open, and as many more at a peak: a sending thread holds one for its
+#: marks and takes another for its sessions (`izin worker --threads` up to 16)
+POOL_SIZE = 20
 #: how long a SQLite writer waits for the lock before giving up, in milliseconds
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
@@ -81,7 +81,11 @@ def make_engine(url: str) -> Engine:
         raise ConfigError(f"{url!r} is not a database URL; use sqlite:///izin.db or postgresql+psycopg://...",
                           field="database.url") from None
     if parsed.get_backend_name() == "sqlite":
-        engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+        # as on PostgreSQL: a sending thread keeps a connection of its own besides its sessions
+        # (an in-memory database is one connection per thread, with no pool to size)
+        pool = {} if parsed.database in (None, "", ":memory:") else {"pool_size": POOL_SIZE,
+                                                                     "max_overflow": POOL_SIZE}
+        engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, **pool)
 
         @event.listens_for(engine, "connect")
         def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -100,8 +104,7 @@ def make_engine(url: str) -> Engine:
     if parsed.get_backend_name() == "postgresql":
         # a connection per worker thread (izin worker --threads, up to 16) without overflow: an
         # overflow connection is closed on return, and a new PostgreSQL connection forks a backend
-        return create_engine(url, pool_pre_ping=True, pool_size=POSTGRES_POOL_SIZE,
-                             max_overflow=POSTGRES_POOL_SIZE)
+        return create_engine(url, pool_pre_ping=True, pool_size=POOL_SIZE, max_overflow=POOL_SIZE)
     raise ConfigError(f"unsupported database {parsed.get_backend_name()!r}; use sqlite or postgresql",
                       field="database.url")
 

@@ -34,6 +34,8 @@ PIPELINE_MESSAGES = 1_000
 #: delivery ids per message: a worker's claim, consent re-check and cap count serve them all
 #: at once (per-message transactions cost about ten database round trips each)
 BATCH = 50
+#: dramatiq's time limit of one message (its default is 10 minutes)
+TIME_LIMIT_MS = 60 * 60 * 1000
 #: dramatiq retries only for unexpected failures (a database outage); channel errors are
 #: retried through the delivery row's own schedule
 MAX_RETRIES = 10
@@ -79,8 +81,11 @@ def configure(settings: Settings, now: Callable[[], datetime] = clock.now, db: A
     dramatiq.set_broker(broker)
     # embedded runs drain the queue and return: an unexpected error surfaces at once, not after backoff
     retries = MAX_RETRIES if settings.broker.url else 0
+    # dramatiq's time limit interrupts a thread wherever it is, an adapter call included (a message
+    # the provider took, never marked): far above what a batch may take (BATCH_MAX_SECONDS)
     send_deliveries = dramatiq.actor(_send_deliveries, actor_name="send_deliveries", queue_name=QUEUE,
-                                     max_retries=retries, min_backoff=1_000, max_backoff=300_000, broker=broker)
+                                     max_retries=retries, min_backoff=1_000, max_backoff=300_000,
+                                     time_limit=TIME_LIMIT_MS, broker=broker)
     # messages of one id each, as izin before batching enqueued them, are still taken
     send_delivery = dramatiq.actor(_send_delivery, actor_name="send_delivery", queue_name=QUEUE,
                                    max_retries=retries, min_backoff=1_000, max_backoff=300_000,

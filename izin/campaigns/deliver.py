@@ -46,10 +46,13 @@ from izin.consent.tokens import unsubscribe_url
 from izin.db import Database
 from izin.errors import ServiceUnavailable
 
-#: how long a claim holds; longer than any batch of adapter calls may take
+#: how long a claim holds; renewed whenever a batch is checked again, longer than any adapter call
 LEASE = timedelta(minutes=5)
 #: the longest a message may wait between the consent check that allowed it and its adapter call
-GATE_MAX_AGE = timedelta(seconds=1)
+#: (seconds of real time, whatever the engine's clock says: IZIN_NOW may hold it still)
+GATE_MAX_AGE = 1.0
+#: a batch still unsent after this many seconds is given back for another worker to take
+BATCH_MAX_SECONDS = 120.0
 #: attempts before a delivery that keeps meeting transient errors is failed
 MAX_ATTEMPTS = 6
 #: first retry delay after a transient error; doubles per attempt up to RETRY_MAX
@@ -57,6 +60,8 @@ RETRY_BASE = timedelta(seconds=30)
 RETRY_MAX = timedelta(hours=1)
 #: how long deliveries wait when the provider refuses the account itself (credentials, originator)
 ACCOUNT_RETRY = timedelta(minutes=15)
+#: a delivery held only by the cap its own batch's siblings fill is judged again this much later
+SIBLING_RECHECK = timedelta(minutes=5)
 #: statuses that count toward a cap at the moment of sending
 _SENT_OR_SENDING = ("sent", "sending")
 
@@ -102,7 +107,10 @@ _FINISH = update(_DELIVERIES).where(_DELIVERIES.c.id == bindparam("delivery"), _
 
 #: the mark after a provider accepted a message, built once: workers run it for every message
 _SENT = _FINISH.values(status="sent", sent_at=bindparam("now"), updated_at=bindparam("now"), lease_until=None,
-                       provider_id=bindparam("provider"), segments=bindparam("parts"), reason=None, detail=None)
+                       provider_id=bindparam("provider"), segments=bindparam("parts"), reason=None, detail=None,
+                       attempts=_DELIVERIES.c.attempts + 1)
+#: attempts count calls to the provider: each outcome of one adds it, in the same statement
+_CALLED = {"attempts": _DELIVERIES.c.attempts + 1}
 
 
 def _finish(db: Database, delivery_id: int, lease: datetime, now: datetime, **values: Any) -> None:
@@ -193,10 +201,13 @@ def recheck(session: Any, settings: Settings, deliveries: list[Delivery], contac
             over = [(count, period, campaign_id) for count, period, campaign_id in caps[delivery.id]
                     if counted[(period, campaign_id)][contact.id] + granted[(period, campaign_id, contact.id)] >= count]
             if over:
-                mine = {(period, campaign_id): granted[(period, campaign_id, contact.id)]
-                        for _, period, campaign_id in over}
-                verdicts[delivery.id] = Stop("deferred", "frequency_cap", cap_release(
-                    session, contact.id, over, now, _SENT_OR_SENDING, exclude_ids=batch_ids, granted=mine))
+                if any(counted[(period, campaign_id)][contact.id] >= count for count, period, campaign_id in over):
+                    release = cap_release(session, contact.id, over, now, _SENT_OR_SENDING, exclude_ids=batch_ids)
+                else:
+                    # full only with siblings of this batch, which may yet fail to go: judge again
+                    # once they have, rather than wait out a period for messages never sent
+                    release = now + SIBLING_RECHECK
+                verdicts[delivery.id] = Stop("deferred", "frequency_cap", release)
                 continue
         elif allowed is None:
             verdicts[delivery.id] = Stop("suppressed", "no_address")
@@ -286,27 +297,9 @@ class Sender:
         ids = sorted(set(delivery_ids))
         if self._limiters:
             return self._one_by_one(ids)
-        now = self.now()
-        outcomes, ready = self._prepare(ids, now)
-        checked = now
-        while ready:
-            if self.now() - checked > GATE_MAX_AGE:
-                # sending fell behind the check: judge what is left again before it goes (and
-                # send the next one right after, however long the check took, so a batch ends)
-                checked = self.now()
-                stopped, ready = self._recheck_ready(ready, checked)
-                outcomes.update(stopped)
-                if not ready:
-                    break
-            item = ready.pop(0)
-            outcome = self._send(item)
-            outcomes[item.message.delivery_id] = outcome
-            if outcome.reason == "channel_account":
-                # the provider refuses the account: the rest on that channel would fail alike
-                held = [r for r in ready if r.message.channel == item.message.channel]
-                ready = [r for r in ready if r.message.channel != item.message.channel]
-                outcomes.update(self._give_back(held, "deferred", "channel_account", outcome.detail,
-                                                self.now() + ACCOUNT_RETRY))
+        started = time_module.monotonic()
+        outcomes, ready = self._prepare(ids, self.now())
+        outcomes.update(self._send_ready(ready, started))
         return {i: outcomes.get(i, Outcome("skipped")) for i in ids}
 
     def _one_by_one(self, ids: list[int]) -> dict[int, Outcome]:
@@ -317,11 +310,41 @@ class Sender:
         for delivery_id in ids:
             if delivery_id in channels:
                 self._throttle(channels[delivery_id])
-            now = self.now()
-            found, ready = self._prepare([delivery_id], now)
+            started = time_module.monotonic()
+            found, ready = self._prepare([delivery_id], self.now())
             outcomes.update(found)
-            for item in ready:
-                outcomes[delivery_id] = self._send(item)
+            outcomes.update(self._send_ready(ready, started))
+        return {i: outcomes.get(i, Outcome("skipped")) for i in ids}
+
+    def _send_ready(self, ready: list[_Ready], checked: float) -> dict[int, Outcome]:
+        """Send checked messages in order. `checked` is the monotonic instant before the check
+        that allowed them; none goes more than GATE_MAX_AGE after its check."""
+        outcomes: dict[int, Outcome] = {}
+        started = checked
+        while ready:
+            if time_module.monotonic() - started > BATCH_MAX_SECONDS:
+                # a slow provider: leave the rest to another worker rather than hold them
+                outcomes.update(self._give_back(ready, "deferred", "batch_time", None, self.now()))
+                break
+            if time_module.monotonic() - checked > GATE_MAX_AGE:
+                # sending fell behind the check: judge what is left again before it goes
+                checked = time_module.monotonic()
+                stopped, ready = self._recheck_ready(ready, self.now())
+                outcomes.update(stopped)
+                if ready and time_module.monotonic() - checked > GATE_MAX_AGE:
+                    # the check itself took too long to vouch for anything: nothing goes on it
+                    outcomes.update(self._give_back(ready, "deferred", "recheck_slow", None, self.now()))
+                    break
+                continue
+            item = ready.pop(0)
+            outcome = self._send(item)
+            outcomes[item.message.delivery_id] = outcome
+            if outcome.reason == "channel_account":
+                # the provider refuses the account: the rest on that channel would fail alike
+                held = [r for r in ready if r.message.channel == item.message.channel]
+                ready = [r for r in ready if r.message.channel != item.message.channel]
+                outcomes.update(self._give_back(held, "deferred", "channel_account", outcome.detail,
+                                                self.now() + ACCOUNT_RETRY))
         return outcomes
 
     def _send(self, item: _Ready) -> Outcome:
@@ -341,7 +364,7 @@ class Sender:
                 if exc.address_invalid:  # a hard bounce: never try this address again
                     mark_undeliverable(session, message.to, message.channel,
                                        f"{exc.adapter} {exc.provider_code or exc.status_code}: {exc.message}", now)
-            _finish(self.db, delivery_id, lease, now, status="failed", reason="permanent", detail=str(exc))
+            _finish(self.db, delivery_id, lease, now, status="failed", reason="permanent", detail=str(exc), **_CALLED)
             return Outcome("failed", "permanent", str(exc))
         self._record_sent(delivery_id, lease, receipt)
         return Outcome("sent")
@@ -361,81 +384,103 @@ class Sender:
                                            "provider": receipt.provider_id, "parts": receipt.segments})
                 connection.commit()
                 return
-            except OperationalError as exc:
-                # a database that is down (restarting): a new connection once it is back
-                self._local.connection = None
-                if connection is not None:
-                    with self._connections_lock:
-                        self._connections.remove(connection)
-                    connection.invalidate()
-                    connection.close()
+            except BaseException as exc:
+                # a new connection next time: this one may hold a transaction (SQLite: the write lock)
+                self._drop_connection(connection)
+                if not isinstance(exc, OperationalError):
+                    raise
+                # a database that is down (restarting): try again once it is back
                 if attempt == 4:
                     raise ServiceUnavailable(f"database unreachable ({self.db.redacted_url}): {exc.orig}") from None
                 time_module.sleep(0.5 * 2 ** attempt)
+
+    def _drop_connection(self, connection: Any) -> None:
+        self._local.connection = None
+        if connection is None:
+            return
+        with self._connections_lock:
+            if connection in self._connections:
+                self._connections.remove(connection)
+        connection.invalidate()
+        connection.close()
 
     def _transient(self, delivery_id: int, lease: datetime, reason: str, detail: str,
                    retry_after_s: float | None) -> Outcome:
         """Defer with exponential backoff (or the provider's hint); fail after MAX_ATTEMPTS."""
         now = self.now()
         with self.db.session() as session:
-            attempts = session.scalar(select(Delivery.attempts).where(Delivery.id == delivery_id)) or 1
+            attempts = (session.scalar(select(Delivery.attempts).where(Delivery.id == delivery_id)) or 0) + 1
         if attempts >= MAX_ATTEMPTS:
             _finish(self.db, delivery_id, lease, now, status="failed", reason=reason,
-                    detail=f"{detail} (gave up after {attempts} attempts)")
+                    detail=f"{detail} (gave up after {attempts} attempts)", **_CALLED)
             return Outcome("failed", reason, detail)
         delay = min(RETRY_BASE * 2 ** (attempts - 1), RETRY_MAX)
         if retry_after_s:
             delay = max(delay, timedelta(seconds=retry_after_s))
         _finish(self.db, delivery_id, lease, now, status="deferred", reason=reason, detail=detail,
-                next_attempt_at=now + delay)
+                next_attempt_at=now + delay, **_CALLED)
         return Outcome("deferred", reason, detail)
 
     def _give_back(self, items: list[_Ready], status: str, reason: str | None, detail: str | None,
                    retry_at: datetime) -> dict[int, Outcome]:
-        """Release claims on messages never handed to the adapter (their attempt is not counted)."""
+        """Release claims on messages never handed to the adapter."""
         now = self.now()
         with self.db.session() as session:
             for item in items:
                 session.execute(_FINISH.values(status=status, reason=reason, detail=detail, next_attempt_at=retry_at,
-                                               attempts=_DELIVERIES.c.attempts - 1, lease_until=None, updated_at=now),
+                                               lease_until=None, updated_at=now),
                                 {"delivery": item.message.delivery_id, "lease": item.lease})
         return {item.message.delivery_id: Outcome(status, reason, detail) for item in items}
 
-    def _load(self, session: Any, deliveries: list[Delivery]) -> tuple[dict[int, Contact], dict[int, spec.Campaign]]:
-        """The deliveries' contacts and parsed campaigns, by id, in two queries."""
+    def _load(self, session: Any, deliveries: list[Delivery], now: datetime
+              ) -> tuple[list[Delivery], dict[int, Contact], dict[int, spec.Campaign], dict[int, Outcome]]:
+        """The deliveries' contacts and parsed campaigns, by id, in two queries. A campaign that
+        cannot be read fails its own deliveries (recorded, returned by id), not the whole batch."""
         contacts = {c.id: c for c in session.scalars(
             select(Contact).where(Contact.id.in_({d.contact_id for d in deliveries})))}
-        campaigns = {row.id: self._campaign(row) for row in session.scalars(
-            select(CampaignRow).where(CampaignRow.id.in_({d.campaign_id for d in deliveries})))}
-        return contacts, campaigns
+        campaigns: dict[int, spec.Campaign] = {}
+        broken: dict[int, str] = {}
+        for row in session.scalars(select(CampaignRow).where(CampaignRow.id.in_({d.campaign_id for d in deliveries}))):
+            try:
+                campaigns[row.id] = self._campaign(row)
+            except Exception as exc:  # an unreadable stored spec is that campaign's fault, not the batch's
+                broken[row.id] = f"the stored campaign cannot be read: {exc}"
+        failed = {d.id: _stop(d, now, "failed", "campaign", broken[d.campaign_id])
+                  for d in deliveries if d.campaign_id in broken}
+        return [d for d in deliveries if d.id not in failed], contacts, campaigns, failed
 
     def _recheck_ready(self, ready: list[_Ready], now: datetime) -> tuple[dict[int, Outcome], list[_Ready]]:
-        """Judge claimed, rendered messages again at `now`: those still allowed to the same address
-        stay ready; the others are stopped as the first check would have stopped them."""
+        """Judge claimed, rendered messages again at `now`, in one transaction that first renews
+        their lease (fenced by the one they hold, so a message whose lease was lost is dropped,
+        neither sent nor recorded): those still allowed to the same address stay ready, with the
+        new lease; the others are stopped as the first check would have stopped them."""
         outcomes: dict[int, Outcome] = {}
         by_id = {item.message.delivery_id: item for item in ready}
+        lease = now + LEASE
         with self.db.session(durable=False) as session:
-            deliveries = [d for d in session.scalars(select(Delivery).where(
-                Delivery.id.in_(by_id), Delivery.status == "sending")).all()
-                if d.lease_until == by_id[d.id].lease]
-            contacts, campaigns = self._load(session, deliveries)
-            verdicts = recheck(session, self.settings, sorted(deliveries, key=lambda d: d.id), contacts, campaigns, now)
-            still: list[int] = []
-            moved: list[_Ready] = []
+            held: list[Delivery] = []
+            for old in sorted({item.lease for item in ready}):
+                held += session.scalars(update(Delivery).where(
+                    Delivery.id.in_([i for i, item in by_id.items() if item.lease == old]),
+                    Delivery.status == "sending", Delivery.lease_until == old)
+                    .values(lease_until=lease, updated_at=now).returning(Delivery),
+                    execution_options={"synchronize_session": False}).all()
+            deliveries, contacts, campaigns, failed = self._load(session, sorted(held, key=lambda d: d.id), now)
+            outcomes.update(failed)
+            verdicts = recheck(session, self.settings, deliveries, contacts, campaigns, now)
+            still: list[_Ready] = []
             for delivery in deliveries:
                 verdict, item = verdicts[delivery.id], by_id[delivery.id]
-                if isinstance(verdict, Stop):
-                    outcomes[delivery.id] = _stop(delivery, now, verdict.status, verdict.reason,
-                                                  retry_at=verdict.retry_at, given_back=True)
-                elif verdict.recipient != item.message.to:
-                    moved.append(item)  # the contact's address changed since rendering
+                if isinstance(verdict, Stop) or verdict.recipient != item.message.to:
+                    stop = verdict if isinstance(verdict, Stop) else Stop("deferred", "recheck", now)
+                    detail = None if isinstance(verdict, Stop) else "the address changed before sending"
+                    # what the first check bound the delivery to did not hold: it rests on nothing now
+                    delivery.consent_event_id = delivery.basis = None
+                    outcomes[delivery.id] = _stop(delivery, now, stop.status, stop.reason, detail, stop.retry_at)
                 else:
                     delivery.consent_event_id, delivery.basis = verdict.consent_event_id, verdict.basis
-                    still.append(delivery.id)
-        # an item whose lease was lost is not ours any more: neither sent nor recorded
-        if moved:
-            outcomes.update(self._give_back(moved, "deferred", "recheck", "the address changed before sending", now))
-        return outcomes, [by_id[i] for i in sorted(still)]
+                    still.append(_Ready(lease, item.message))
+        return outcomes, still
 
     def _prepare(self, ids: list[int], now: datetime) -> tuple[dict[int, Outcome], list[_Ready]]:
         """Claim, re-check consent, cap and window, and render, in one transaction; record every
@@ -453,7 +498,7 @@ class Sender:
             deliveries = _claim(session, ids, now)
             if not deliveries:
                 return outcomes, ready
-            contacts, campaigns = self._load(session, deliveries)
+            deliveries, contacts, campaigns, outcomes = self._load(session, deliveries, now)
             verdicts = recheck(session, self.settings, deliveries, contacts, campaigns, now)
             refs = {d.event_ref for d in deliveries if d.event_ref is not None and isinstance(verdicts[d.id], Allowed)}
             events = dict(session.execute(select(ContactEvent.event_id, ContactEvent.attributes)
@@ -469,8 +514,6 @@ class Sender:
                 delivery.recipient = recipient
                 if delivery.commercial:
                     delivery.consent_event_id, delivery.basis = verdict.consent_event_id, verdict.basis
-                # attempts count calls to the provider, not deferrals by window or cap
-                delivery.attempts += 1
                 event = None
                 if delivery.event_ref is not None:
                     event = dict(events.get(delivery.event_ref) or {})
@@ -489,6 +532,9 @@ class Sender:
                                       max_segments=getattr(adapter, "max_segments", 7) or 7)
                 except RenderError as exc:
                     outcomes[delivery.id] = _stop(delivery, now, "failed", "template", str(exc))
+                    continue
+                except Exception as exc:  # whatever else rendering raises fails this delivery, not the batch
+                    outcomes[delivery.id] = _stop(delivery, now, "failed", "template", f"{type(exc).__name__}: {exc}")
                     continue
                 if not delivery.commercial:
                     # validation saw a sample; the real text (attributes, event data) is checked too
@@ -510,10 +556,8 @@ class Sender:
 
 
 def _stop(delivery: Delivery, now: datetime, status: str, reason: str, detail: str | None = None,
-          retry_at: datetime | None = None, given_back: bool = False) -> Outcome:
+          retry_at: datetime | None = None) -> Outcome:
     """Record on a claimed delivery (in the caller's transaction) why it does not go now."""
     delivery.status, delivery.reason, delivery.detail = status, reason, detail
     delivery.next_attempt_at, delivery.lease_until, delivery.updated_at = retry_at, None, now
-    if given_back:
-        delivery.attempts -= 1  # counted when it was rendered; the provider never saw it
     return Outcome(status, reason, detail)

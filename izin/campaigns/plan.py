@@ -10,7 +10,7 @@ from one look-up, each a single query.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -327,12 +327,9 @@ def _plan_round(session: Session, plan: Plan, campaign: spec.Campaign, settings:
 
 
 def cap_release(session: Session, contact_id: int, caps: list[tuple[int, timedelta, int | None]], at: datetime,
-                statuses: tuple[str, ...] = _CAP_STATUSES, exclude_ids: Collection[int] = (),
-                granted: Mapping[tuple[timedelta, int | None], int] | None = None) -> datetime:
-    """The first instant at which every cap in `caps` has room for one more message.
-
-    `exclude_ids` are not read from the table; `granted` counts, per (period, campaign id), messages
-    allowed at `at` that the table does not show as sent yet (a worker's batch)."""
+                statuses: tuple[str, ...] = _CAP_STATUSES, exclude_ids: Collection[int] = ()) -> datetime:
+    """The first instant at which every cap in `caps` has room for one more message (`exclude_ids`
+    left out of the count)."""
     release = at
     moment = _MOMENT
     for count, period, campaign_id in caps:
@@ -343,7 +340,7 @@ def cap_release(session: Session, contact_id: int, caps: list[tuple[int, timedel
             query = query.where(Delivery.campaign_id == campaign_id)
         if exclude_ids:
             query = query.where(Delivery.id.not_in(list(exclude_ids)))
-        moments = [at] * (granted or {}).get((period, campaign_id), 0) + list(session.scalars(query))
+        moments = list(session.scalars(query))
         if len(moments) >= count:
             release = max(release, moments[count - 1] + period)
     return release

@@ -5,14 +5,16 @@ GATE_MAX_AGE after the check that allowed it; an account refusal holds the rest 
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from aiosmtpd.controller import Controller
 from sqlalchemy import select
 
-from izin.campaigns.deliver import ACCOUNT_RETRY, GATE_MAX_AGE, Sender
+from izin.campaigns.deliver import ACCOUNT_RETRY, LEASE, SIBLING_RECHECK, Sender
+from izin.campaigns.models import Campaign as CampaignRow
 from izin.campaigns.models import Delivery
 from izin.channels.registry import open_channels
 from izin.consent.ledger import LedgerWriter, withdraw_address
@@ -38,7 +40,8 @@ def _capped(settings, cap: str):
 @pytest.mark.parametrize("cap, second", [("1/7d", ("deferred", "frequency_cap")), ("2/7d", ("sent", None))])
 def test_two_deliveries_to_one_contact_in_a_batch_are_capped_as_if_sent_one_after_another(db, settings, cap, second):
     """Two blasts for one contact in one batch: the first counts toward the second's cap, as it
-    would had they gone in two batches; the capped one waits for the first to leave the window."""
+    would had they gone in two batches. Held by its own batch, the capped one is judged again
+    shortly (its sibling might not have gone); then it waits for the first to leave the window."""
     person(db, "ayse", email="ayse@example.com")
     consent(db, "ayse", "email")
     person(db, "mehmet", email="mehmet@example.com")
@@ -52,65 +55,127 @@ def test_two_deliveries_to_one_contact_in_a_batch_are_capped_as_if_sent_one_afte
     # ids: the first blast to ayse and mehmet, then the second to both
     assert [(o.status, o.reason) for o in outcomes.values()] == [("sent", None), ("sent", None), second, second]
     if second[0] == "deferred":
-        # released when the first message (sent at AT) leaves the 7-day window; no provider call counted
+        soon = AT + SIBLING_RECHECK
+        assert _rows(db)[2:] == [("ayse@example.com", "deferred", "frequency_cap", soon, 0),
+                                 ("mehmet@example.com", "deferred", "frequency_cap", soon, 0)]
+        # judged again: the first message (sent at AT) is in the table now, and holds it 7 days
+        sender = Sender(_capped(settings, cap), db, "test-secret", now=lambda: soon)
+        assert [o.reason for o in sender.process_many(_ids(db)[2:]).values()] == ["frequency_cap"] * 2
+        sender.close()
         assert _rows(db)[2:] == [("ayse@example.com", "deferred", "frequency_cap", AT + timedelta(days=7), 0),
                                  ("mehmet@example.com", "deferred", "frequency_cap", AT + timedelta(days=7), 0)]
 
 
-class WithdrawingOutbox:
-    """The real outbox adapter; while it sends the batch's first message, a contact opts out."""
+class HookedOutbox:
+    """The real outbox adapter; right after it sends the batch's first message, something happens
+    elsewhere (`on_first_send`) and sending then falls behind by `pause_s`."""
 
-    def __init__(self, inner, on_first_send) -> None:
-        self.inner, self.on_first_send = inner, on_first_send
+    def __init__(self, inner, on_first_send, pause_s: float = 0.0) -> None:
+        self.inner, self.on_first_send, self.pause_s = inner, on_first_send, pause_s
         self.sent: list[str] = []
+        self.db = None  # when set, the lease each message is sent on is noted
+        self.leases: list[datetime] = []
 
     def send(self, message):
+        if self.db is not None:
+            with self.db.session() as session:
+                self.leases.append(session.get(Delivery, message.delivery_id).lease_until)
         receipt = self.inner.send(message)
         self.sent.append(message.to)
         if len(self.sent) == 1:
             self.on_first_send()
+            time.sleep(self.pause_s)
         return receipt
 
     def __getattr__(self, name):
         return getattr(self.inner, name)
 
 
-class SteppingClock:
-    """The engine's clock moving `step` per reading: sending falls behind the check."""
-
-    def __init__(self, step: timedelta) -> None:
-        self.at, self.step = AT, step
-
-    def __call__(self):
-        self.at += self.step
-        return self.at
+def _hooked_sender(db, settings, on_first_send, pause_s: float, now=lambda: AT):
+    adapters = open_channels(settings.channels)
+    email = HookedOutbox(adapters["email"], on_first_send, pause_s)
+    return Sender(settings, db, "test-secret", adapters={**adapters, "email": email}, now=now), email
 
 
-@pytest.mark.parametrize("step, third", [(GATE_MAX_AGE * 1.5, ("suppressed", "consent_withdrawn")),
-                                         (GATE_MAX_AGE / 100, ("sent", None))])
-def test_an_opt_out_during_a_slow_batch_stops_the_messages_not_yet_sent(db, settings, step, third):
-    """A RET recorded while the batch is being sent: a message whose check is older than
-    GATE_MAX_AGE is checked again before it goes, and the opt-out wins. Within GATE_MAX_AGE the
-    batch's check stands (the message left before the RET could have been seen)."""
+def _three(db, settings) -> None:
     for name in ("ayse", "can", "zeynep"):
         person(db, name, email=f"{name}@example.com")
         consent(db, name, "email")
     schedule(db, settings, text=ONCE)
 
+
+@pytest.mark.parametrize("pause_s, third", [(0.2, ("suppressed", "consent_withdrawn")), (0.0, ("sent", None))])
+def test_an_opt_out_during_a_slow_batch_stops_the_messages_not_yet_sent(db, settings, monkeypatch, pause_s, third):
+    """A RET recorded while the batch is being sent: a message whose check is older than
+    GATE_MAX_AGE (real time: the engine's clock stands still here, as under IZIN_NOW) is checked
+    again before it goes, and the opt-out wins. Within GATE_MAX_AGE the batch's check stands."""
+    import izin.campaigns.deliver as deliver
+
+    monkeypatch.setattr(deliver, "GATE_MAX_AGE", 0.1)
+    _three(db, settings)
+
     def opt_out() -> None:
         with db.session() as session:
             withdraw_address(LedgerWriter(session), "zeynep@example.com", "email", "HS_WEB", AT, "one click")
 
-    adapters = open_channels(settings.channels)
-    email = WithdrawingOutbox(adapters["email"], opt_out)
-    sender = Sender(settings, db, "test-secret", adapters={**adapters, "email": email}, now=SteppingClock(step))
+    sender, email = _hooked_sender(db, settings, opt_out, pause_s)
     outcomes = sender.process_many(_ids(db))
     sender.close()
     assert [(o.status, o.reason) for o in outcomes.values()] == [("sent", None), ("sent", None), third]
     assert email.sent == ["ayse@example.com", "can@example.com"] + (["zeynep@example.com"] if third[0] == "sent" else [])
-    if third[0] == "suppressed":
-        # the attempt it never made is not counted
-        assert _rows(db)[2][1:] == ("suppressed", "consent_withdrawn", None, 0)
+    with db.session() as session:
+        rows = session.execute(select(Delivery.status, Delivery.attempts, Delivery.consent_event_id.is_(None))
+                               .order_by(Delivery.id)).all()
+    # attempts count provider calls; a delivery stopped at the second check rests on no consent event
+    stopped = third[0] == "suppressed"
+    assert [tuple(r) for r in rows] == [("sent", 1, False), ("sent", 1, False), (third[0], 0 if stopped else 1, stopped)]
+
+
+def test_a_message_whose_lease_was_taken_over_is_neither_sent_nor_recorded(db, settings, monkeypatch):
+    """A batch that fell behind renews its lease when it is checked again, fenced by the lease it
+    holds: a delivery another worker took meanwhile (its lease replaced) is left to that worker."""
+    import izin.campaigns.deliver as deliver
+
+    monkeypatch.setattr(deliver, "GATE_MAX_AGE", 0.1)
+    _three(db, settings)
+    ids = _ids(db)
+    theirs = AT + LEASE + timedelta(minutes=7)
+
+    def taken_over() -> None:
+        with db.session() as session:
+            session.execute(Delivery.__table__.update().where(Delivery.id == ids[2]).values(lease_until=theirs))
+
+    later = AT + timedelta(seconds=30)  # the engine's clock from the second check on
+    readings: list[datetime] = []
+
+    def clock() -> datetime:
+        readings.append(AT if not readings else later)
+        return readings[-1]
+
+    sender, email = _hooked_sender(db, settings, taken_over, 0.2, now=clock)
+    email.db = db
+    outcomes = sender.process_many(ids)
+    sender.close()
+    assert [o.status for o in outcomes.values()] == ["sent", "sent", "skipped"]
+    assert email.sent == ["ayse@example.com", "can@example.com"]
+    assert email.leases == [AT + LEASE, later + LEASE]  # the second went on the renewed lease
+    with db.session() as session:
+        rows = session.execute(select(Delivery.status, Delivery.lease_until).order_by(Delivery.id)).all()
+    assert [tuple(r) for r in rows] == [("sent", None), ("sent", None), ("sending", theirs)]
+
+
+def test_a_campaign_that_cannot_be_read_fails_its_deliveries_and_the_batch_goes_on(db, settings):
+    person(db, "ayse", email="ayse@example.com")
+    consent(db, "ayse", "email")
+    schedule(db, settings, text=ONCE)
+    schedule(db, settings, text=ONCE.replace("name: efsane-cuma", "name: kis-indirimi"))
+    with db.session() as session:
+        session.execute(CampaignRow.__table__.update().where(CampaignRow.name == "efsane-cuma").values(spec_yaml=""))
+    sender = Sender(settings, db, "test-secret", now=lambda: AT)
+    outcomes = sender.process_many(_ids(db))
+    sender.close()
+    assert [(o.status, o.reason) for o in outcomes.values()] == [("failed", "campaign"), ("sent", None)]
+    assert "efsane-cuma has no stored spec" in list(outcomes.values())[0].detail
 
 
 class RefusingSink:

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
 from izin.campaigns.deliver import Sender
 from izin.campaigns.models import Delivery
@@ -31,17 +31,13 @@ BATCH_ROUNDS, BATCH_SIZE = 20, 10
 
 
 class Clock:
-    """The engine's clock for a race: AT plus real elapsed time, so instants order like events do.
-    Remembers the first instant each thread asked for (the worker's claim and gate instant)."""
+    """The engine's clock for a race: AT plus real elapsed time, so instants order like events do."""
 
     def __init__(self) -> None:
         self.started = time.monotonic()
-        self.first: dict[int, datetime] = {}
 
     def __call__(self) -> datetime:
-        instant = AT + timedelta(seconds=time.monotonic() - self.started)
-        self.first.setdefault(threading.get_ident(), instant)
-        return instant
+        return AT + timedelta(seconds=time.monotonic() - self.started)
 
 
 def _together(*calls):
@@ -73,9 +69,9 @@ def test_withdrawal_racing_the_claim(db, settings, findings, rounds, size):
     """An opt-out and the worker's claim of a delivery to that address, released together, 200
     times; and the same against a worker's batch of BATCH_SIZE deliveries, one of them to the
     address, 20 times. Whatever the order, no message goes after the RET took effect: a sent
-    delivery was checked (its claim instant) before the RET's transaction committed and names the
-    ONAY before it; otherwise it is suppressed, consent_withdrawn, and nothing reached the adapter.
-    The rest of a batch goes whatever the order."""
+    delivery was checked (the worker's read of the consent state went to the database) before the
+    RET's transaction committed and names the ONAY before it; otherwise it is suppressed,
+    consent_withdrawn, and nothing reached the adapter. The rest of a batch goes whatever the order."""
     addresses = populate(db, rounds * size)
     ids = schedule_once(db, settings)
     outbox = settings.channels["email"].url.removeprefix("outbox://")
@@ -83,10 +79,20 @@ def test_withdrawal_racing_the_claim(db, settings, findings, rounds, size):
     outcomes: Counter[str] = Counter()
     late: list[str] = []
     in_flight: list[float] = []
+    # the instant each thread's first read of the consent state is sent, on the round's clock
+    reads: dict[int, datetime] = {}
+    current: list[Clock] = []
+
+    def note_read(conn, cursor, statement, parameters, context, executemany) -> None:
+        if "FROM consent_state" in statement and current:
+            reads.setdefault(threading.get_ident(), current[-1]())
+
+    event.listen(db.engine, "before_cursor_execute", note_read)
     for start in range(0, len(ids), size):
         batch = ids[start:start + size]
         target = rng.randrange(size)
         clock = Clock()
+        current.append(clock)
         sender = Sender(settings, db, "test-secret", now=clock)
 
         def withdraw(address=addresses[start + target], clock=clock):
@@ -95,9 +101,9 @@ def test_withdrawal_racing_the_claim(db, settings, findings, rounds, size):
             return event_id, clock()  # the instant the RET is committed: in effect from here on
 
         def claim(batch=batch):
-            clock.first.pop(threading.get_ident(), None)
+            reads.pop(threading.get_ident(), None)
             result = sender.process_many(batch)
-            return result, clock.first[threading.get_ident()]
+            return result, reads.get(threading.get_ident())
 
         (ret_id, committed), (result, gate) = _together(withdraw, claim)
         sender.close()
@@ -114,6 +120,7 @@ def test_withdrawal_racing_the_claim(db, settings, findings, rounds, size):
                 if delivery.status == "sent":
                     consent = session.get(ConsentEvent, delivery.consent_event_id)
                     assert sent_file and consent.status == "ONAY" and consent.id < ret.id
+                    assert gate is not None, f"delivery {delivery_id} was sent without reading the consent state"
                     if not gate < committed:
                         late.append(f"delivery {delivery_id}: gate {gate.isoformat()} after RET "
                                     f"#{ret.id} committed at {committed.isoformat()}")
@@ -123,6 +130,7 @@ def test_withdrawal_racing_the_claim(db, settings, findings, rounds, size):
                         in_flight.append((gate - ret.recorded_at).total_seconds())
                 else:
                     assert (delivery.status, delivery.reason, sent_file) == ("suppressed", "consent_withdrawn", False)
+    event.remove(db.engine, "before_cursor_execute", note_read)
     findings(f"RET racing the claim of {size} ({db.engine.dialect.name})", attempts=rounds,
              sent_before_ret=outcomes["sent"], suppressed=outcomes["suppressed:consent_withdrawn"],
              sent_after_ret_committed=len(late), sent_while_ret_in_flight=len(in_flight),
