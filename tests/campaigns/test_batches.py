@@ -104,14 +104,16 @@ def _three(db, settings) -> None:
     schedule(db, settings, text=ONCE)
 
 
-@pytest.mark.parametrize("pause_s, third", [(0.2, ("suppressed", "consent_withdrawn")), (0.0, ("sent", None))])
-def test_an_opt_out_during_a_slow_batch_stops_the_messages_not_yet_sent(db, settings, monkeypatch, pause_s, third):
+@pytest.mark.parametrize("gate_s, pause_s, third", [(0.5, 1.0, ("suppressed", "consent_withdrawn")),
+                                                     (30.0, 0.0, ("sent", None))])
+def test_an_opt_out_during_a_slow_batch_stops_the_messages_not_yet_sent(db, settings, monkeypatch, gate_s,
+                                                                        pause_s, third):
     """A RET recorded while the batch is being sent: a message whose check is older than
     GATE_MAX_AGE (real time: the engine's clock stands still here, as under IZIN_NOW) is checked
     again before it goes, and the opt-out wins. Within GATE_MAX_AGE the batch's check stands."""
     import izin.campaigns.deliver as deliver
 
-    monkeypatch.setattr(deliver, "GATE_MAX_AGE", 0.1)
+    monkeypatch.setattr(deliver, "GATE_MAX_AGE", gate_s)
     _three(db, settings)
 
     def opt_out() -> None:
@@ -136,7 +138,8 @@ def test_a_message_whose_lease_was_taken_over_is_neither_sent_nor_recorded(db, s
     holds: a delivery another worker took meanwhile (its lease replaced) is left to that worker."""
     import izin.campaigns.deliver as deliver
 
-    monkeypatch.setattr(deliver, "GATE_MAX_AGE", 0.1)
+    # the first message goes on the first check (well within 0.5 s), the second after a 1 s pause
+    monkeypatch.setattr(deliver, "GATE_MAX_AGE", 0.5)
     _three(db, settings)
     ids = _ids(db)
     theirs = AT + LEASE + timedelta(minutes=7)
@@ -152,7 +155,7 @@ def test_a_message_whose_lease_was_taken_over_is_neither_sent_nor_recorded(db, s
         readings.append(AT if not readings else later)
         return readings[-1]
 
-    sender, email = _hooked_sender(db, settings, taken_over, 0.2, now=clock)
+    sender, email = _hooked_sender(db, settings, taken_over, 1.0, now=clock)
     email.db = db
     outcomes = sender.process_many(ids)
     sender.close()
