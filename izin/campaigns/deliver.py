@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import and_, bindparam, or_, select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.exc import OperationalError
 
 from izin import clock
@@ -34,6 +34,7 @@ from izin.campaigns import spec
 from izin.campaigns.models import Campaign as CampaignRow
 from izin.campaigns.models import Delivery
 from izin.campaigns.plan import cap_counts, cap_release, caps_for
+from izin.campaigns.schedule import free_to_take
 from izin.campaigns.window import in_window, next_open
 from izin.channels.base import OutgoingMessage, Receipt
 from izin.channels.errors import ChannelAccountError, PermanentChannelError, TransientChannelError
@@ -75,12 +76,6 @@ class Outcome:
     detail: str | None = None
 
 
-def _claimable(now: datetime) -> Any:
-    return or_(and_(Delivery.status == "scheduled", Delivery.due_at <= now),
-               and_(Delivery.status == "deferred", Delivery.next_attempt_at <= now),
-               and_(Delivery.status == "sending", Delivery.lease_until < now))
-
-
 def claim(db: Database, delivery_id: int, now: datetime) -> datetime | None:
     """Take the delivery for this worker if it is due and nobody holds it.
 
@@ -93,7 +88,7 @@ def claim(db: Database, delivery_id: int, now: datetime) -> datetime | None:
 
 def _claim(session: Any, ids: list[int], now: datetime) -> list[Delivery]:
     """The deliveries among `ids` that were free to take, loaded by the claim itself (UPDATE ... RETURNING)."""
-    claimed = session.scalars(update(Delivery).where(Delivery.id.in_(ids), _claimable(now))
+    claimed = session.scalars(update(Delivery).where(Delivery.id.in_(ids), free_to_take(now))
                               .values(status="sending", lease_until=now + LEASE, updated_at=now)
                               .returning(Delivery), execution_options={"synchronize_session": False}).all()
     return sorted(claimed, key=lambda delivery: delivery.id)
@@ -296,10 +291,11 @@ class Sender:
         held by another worker, finished). Raises only when the database fails."""
         ids = sorted(set(delivery_ids))
         if self._limiters:
-            return self._one_by_one(ids)
-        started = time_module.monotonic()
-        outcomes, ready = self._prepare(ids, self.now())
-        outcomes.update(self._send_ready(ready, started))
+            outcomes = self._one_by_one(ids)
+        else:
+            started = time_module.monotonic()
+            outcomes, ready = self._prepare(ids, self.now())
+            outcomes.update(self._send_ready(ready, started))
         return {i: outcomes.get(i, Outcome("skipped")) for i in ids}
 
     def _one_by_one(self, ids: list[int]) -> dict[int, Outcome]:
@@ -314,7 +310,7 @@ class Sender:
             found, ready = self._prepare([delivery_id], self.now())
             outcomes.update(found)
             outcomes.update(self._send_ready(ready, started))
-        return {i: outcomes.get(i, Outcome("skipped")) for i in ids}
+        return outcomes
 
     def _send_ready(self, ready: list[_Ready], checked: float) -> dict[int, Outcome]:
         """Send checked messages in order. `checked` is the monotonic instant before the check
@@ -424,12 +420,11 @@ class Sender:
     def _give_back(self, items: list[_Ready], status: str, reason: str | None, detail: str | None,
                    retry_at: datetime) -> dict[int, Outcome]:
         """Release claims on messages never handed to the adapter."""
-        now = self.now()
-        with self.db.session() as session:
-            for item in items:
+        if items:
+            with self.db.session() as session:
                 session.execute(_FINISH.values(status=status, reason=reason, detail=detail, next_attempt_at=retry_at,
-                                               lease_until=None, updated_at=now),
-                                {"delivery": item.message.delivery_id, "lease": item.lease})
+                                               lease_until=None, updated_at=self.now()),
+                                [{"delivery": item.message.delivery_id, "lease": item.lease} for item in items])
         return {item.message.delivery_id: Outcome(status, reason, detail) for item in items}
 
     def _load(self, session: Any, deliveries: list[Delivery], now: datetime

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Column, MetaData, Table, select, text
+from sqlalchemy import Column, ColumnElement, MetaData, Table, and_, or_, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -135,17 +135,19 @@ def _writer(session: Session) -> Callable[[list[dict[str, object]]], list[Any]]:
     return write
 
 
+def free_to_take(now: datetime) -> ColumnElement[bool]:
+    """Deliveries a worker may take now: scheduled and due, deferred whose time has come, or
+    'sending' whose worker's lease ran out (the scheduler's look-up and the worker's claim)."""
+    return or_(and_(Delivery.status == "scheduled", Delivery.due_at <= now),
+               and_(Delivery.status == "deferred", Delivery.next_attempt_at <= now),
+               and_(Delivery.status == "sending", Delivery.lease_until < now))
+
+
 def due_ids(session: Session, now: datetime, limit: int | None = None,
             enqueued_before: datetime | None = None) -> list[int]:
-    """Deliveries a worker may take now: scheduled and due, deferred whose time has come, or
-    'sending' whose worker's lease ran out. With `enqueued_before`, only rows not enqueued since."""
-    from sqlalchemy import and_, or_
-
-    query = select(Delivery.id).where(or_(
-        and_(Delivery.status == "scheduled", Delivery.due_at <= now),
-        and_(Delivery.status == "deferred", Delivery.next_attempt_at <= now),
-        and_(Delivery.status == "sending", Delivery.lease_until < now),
-    )).order_by(Delivery.id)
+    """The ids of deliveries free to take now, in id order. With `enqueued_before`, only rows not
+    enqueued since."""
+    query = select(Delivery.id).where(free_to_take(now)).order_by(Delivery.id)
     if enqueued_before is not None:
         query = query.where(or_(Delivery.enqueued_at.is_(None), Delivery.enqueued_at < enqueued_before))
     if limit is not None:

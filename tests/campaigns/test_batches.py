@@ -97,11 +97,12 @@ def _hooked_sender(db, settings, on_first_send, pause_s: float, now=lambda: AT):
     return Sender(settings, db, "test-secret", adapters={**adapters, "email": email}, now=now), email
 
 
-def _three(db, settings) -> None:
-    for name in ("ayse", "can", "zeynep"):
+def _blast(db, settings, names=("ayse", "can", "zeynep")):
+    """Contacts with an email ONAY each, and the once blast to them scheduled (its report)."""
+    for name in names:
         person(db, name, email=f"{name}@example.com")
         consent(db, name, "email")
-    schedule(db, settings, text=ONCE)
+    return schedule(db, settings, text=ONCE)
 
 
 @pytest.mark.parametrize("gate_s, pause_s, third", [(0.5, 1.0, ("suppressed", "consent_withdrawn")),
@@ -114,7 +115,7 @@ def test_an_opt_out_during_a_slow_batch_stops_the_messages_not_yet_sent(db, sett
     import izin.campaigns.deliver as deliver
 
     monkeypatch.setattr(deliver, "GATE_MAX_AGE", gate_s)
-    _three(db, settings)
+    _blast(db, settings)
 
     def opt_out() -> None:
         with db.session() as session:
@@ -140,7 +141,7 @@ def test_a_message_whose_lease_was_taken_over_is_neither_sent_nor_recorded(db, s
 
     # the first message goes on the first check (well within 0.5 s), the second after a 1 s pause
     monkeypatch.setattr(deliver, "GATE_MAX_AGE", 0.5)
-    _three(db, settings)
+    _blast(db, settings)
     ids = _ids(db)
     theirs = AT + LEASE + timedelta(minutes=7)
 
@@ -199,10 +200,7 @@ def test_an_account_refusal_holds_the_rest_of_the_batch_without_trying_it(db, se
     controller = Controller(sink, hostname="127.0.0.1", port=free_port())
     controller.start()
     try:
-        for name in ("ayse", "can", "zeynep"):
-            person(db, name, email=f"{name}@example.com")
-            consent(db, name, "email")
-        schedule(db, settings, text=ONCE)
+        _blast(db, settings)
         channels = {**settings.channels, "email": settings.channels["email"].model_copy(update={
             "url": f"smtp://127.0.0.1:{controller.port}?from=kampanya@ornek.com.tr&timeout=5"})}
         sender = Sender(settings.model_copy(update={"channels": channels}), db, "test-secret", now=lambda: AT)
@@ -218,10 +216,7 @@ def test_an_account_refusal_holds_the_rest_of_the_batch_without_trying_it(db, se
 
 
 def test_ids_not_free_to_take_are_skipped_and_the_rest_sent(db, settings):
-    for name in ("ayse", "can"):
-        person(db, name, email=f"{name}@example.com")
-        consent(db, name, "email")
-    schedule(db, settings, text=ONCE)
+    _blast(db, settings, ("ayse", "can"))
     first, second = _ids(db)
     sender = Sender(settings, db, "test-secret", now=lambda: AT)
     assert sender.process(first).status == "sent"
@@ -238,10 +233,7 @@ def test_a_large_schedule_refreshes_the_planner_statistics_workers_rely_on(db, s
     import izin.campaigns.schedule as schedule_module
 
     monkeypatch.setattr(schedule_module, "ANALYZE_AFTER", 3)
-    for name in ("ayse", "can", "zeynep"):
-        person(db, name, email=f"{name}@example.com")
-        consent(db, name, "email")
-    assert schedule(db, settings, text=ONCE).created == 3
+    assert _blast(db, settings).created == 3
     with db.session() as session:
         if db.engine.dialect.name == "sqlite":
             stat = session.scalar(text("SELECT stat FROM sqlite_stat1 WHERE tbl = 'deliveries' "
