@@ -9,7 +9,7 @@ from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import create_engine, select
 
 from izin.clock import parse_instant
 from izin.consent import contacts as contacts_module
@@ -341,6 +341,31 @@ def test_batches_rejects_and_duplicates_across_batches(db, now, in_tmp, monkeypa
     assert contact(db, "C1").attributes == {"city": "İzmir"}
     assert progress[-1] == Path(path).stat().st_size
     assert len(progress) == 3
+
+
+def test_one_transaction_holds_several_batches_and_an_error_rolls_back_only_the_open_one(db, now, in_tmp,
+                                                                                       monkeypatch):
+    monkeypatch.setattr(contacts_module, "BATCH_ROWS", 1)
+    monkeypatch.setattr(contacts_module, "COMMIT_ROWS", 3)
+    path = write(in_tmp / "a.csv", "external_id\n" + "".join(f"C{i}\n" for i in range(1, 8)))
+    seen: list[list[str]] = []
+    # a plain reader: izin's SQLite sessions open with BEGIN IMMEDIATE and would wait for the import
+    reader = create_engine(db.engine.url)
+
+    def progress(_position: int) -> None:
+        with reader.connect() as connection:  # what another connection sees while the import runs
+            seen.append(sorted(connection.scalars(select(Contact.external_id))))
+        if len(seen) == 5:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        import_contacts(db, path, now, progress=progress)
+    reader.dispose()
+    assert seen == [[], [], ["C1", "C2", "C3"], ["C1", "C2", "C3"], ["C1", "C2", "C3"]]
+    with db.session() as session:
+        assert sorted(session.scalars(select(Contact.external_id))) == ["C1", "C2", "C3"]
+    report = import_contacts(db, path, now)
+    assert counts(report) == (4, 0, 3, 0)
 
 
 def test_birthday_today_in_turkiye_before_utc_midnight(db, in_tmp):
