@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import (DateTime, Engine, MetaData, Table, any_, bindparam, create_engine, event, insert,
                         inspect, text, type_coerce)
 from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
@@ -123,10 +123,12 @@ def refresh_statistics(session: Session, table: str) -> None:
     session.execute(text(f"ANALYZE {quoted}"))
 
 
-def insert_rows(session: Session, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
+def insert_rows(session: Session, table: Table, rows: Sequence[Mapping[str, Any]],
+                skip_conflicts: Sequence[str] = ()) -> None:
     """Insert many rows, every one with the same keys, in the session's transaction: COPY on
     PostgreSQL, the driver's executemany on SQLite, with each column's own bind processing (UTC
-    datetimes, JSON) applied as SQLAlchemy applies it.
+    datetimes, JSON) applied as SQLAlchemy applies it. `skip_conflicts` (SQLite only: COPY has
+    no such clause) leaves out the rows whose values of these unique columns exist already.
 
     psycopg's executemany is a round trip per row and an INSERT with many VALUES is re-parsed per
     statement; COPY streams the rows. On SQLite, SQLAlchemy's per-row parameter handling costs
@@ -141,23 +143,31 @@ def insert_rows(session: Session, table: Table, rows: Sequence[Mapping[str, Any]
     quote = dialect.identifier_preparer.quote
     names = ", ".join(quote(c) for c in columns)
     values = ([process(row[c]) if process else row[c] for c, process in processors] for row in rows)
-    dbapi_connection = connection.connection.dbapi_connection
     if (dialect.name, dialect.driver) == ("postgresql", "psycopg"):
-        with dbapi_connection.cursor() as cursor, cursor.copy(f"COPY {quote(table.name)} ({names}) FROM STDIN") as copy:
-            if (types := _copy_types(table, columns)) is not None:
-                copy.set_types(types)  # a quarter off COPY's cost: no dumper looked up per value
-            for row_values in values:
-                copy.write_row(row_values)
-    elif (dialect.name, dialect.driver) == ("sqlite", "pysqlite"):
-        # the same bind processing SQLAlchemy applies, without its per-row parameter bookkeeping
-        cursor = dbapi_connection.cursor()
+        if skip_conflicts:
+            raise ValueError("COPY cannot skip conflicting rows: copy into a staging table instead")
+        statement = f"COPY {quote(table.name)} ({names}) FROM STDIN"
         try:
-            cursor.executemany(f"INSERT INTO {quote(table.name)} ({names}) VALUES ({', '.join('?' * len(columns))})",
-                               values)
-        finally:
-            cursor.close()
+            with connection.connection.dbapi_connection.cursor() as cursor, cursor.copy(statement) as copy:
+                if (types := _copy_types(table, columns)) is not None:
+                    copy.set_types(types)  # a quarter off COPY's cost: no dumper looked up per value
+                for row_values in values:
+                    copy.write_row(row_values)
+        except dialect.loaded_dbapi.Error as exc:
+            # as SQLAlchemy raises it for its own statements (an IntegrityError for a unique key)
+            raise DBAPIError.instance(statement, None, exc, dialect.loaded_dbapi.Error) from None
+    elif (dialect.name, dialect.driver) == ("sqlite", "pysqlite"):
+        # the same bind processing SQLAlchemy applies, without its per-row parameter bookkeeping;
+        # through exec_driver_sql, so a constraint violation raises SQLAlchemy's IntegrityError
+        conflict = f" ON CONFLICT ({', '.join(quote(c) for c in skip_conflicts)}) DO NOTHING" if skip_conflicts else ""
+        connection.exec_driver_sql(
+            f"INSERT INTO {quote(table.name)} ({names}) VALUES ({', '.join('?' * len(columns))}){conflict}",
+            [tuple(row_values) for row_values in values])
     else:
-        connection.execute(insert(table), list(rows))
+        statement = insert(table)
+        if skip_conflicts:
+            statement = upsert_insert(session)(table).on_conflict_do_nothing(index_elements=list(skip_conflicts))
+        connection.execute(statement, list(rows))
 
 
 #: the type psycopg writes a column's processed values as (COPY's text format sends text either

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from datetime import date, datetime, timedelta, timezone
 
+import pytest
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from izin.consent.models import Contact, ContactEvent
 from izin.db import insert_rows, one_of
@@ -50,3 +52,30 @@ def test_one_of_matches_the_values_given(db):
         ids = sorted(session.scalars(select(Contact.id)))
         assert sorted(session.scalars(select(Contact.external_id).where(
             one_of(session, Contact.id, iter(ids[1:]))))) == ["B", "C"]
+
+
+def _contact_rows(*external_ids: str, first_name: str = "Ada") -> list[dict[str, object]]:
+    return [{"external_id": e, "first_name": first_name, "locale": "tr", "recipient_type": "BIREYSEL",
+             "attributes": {}, "created_at": WHEN, "updated_at": WHEN} for e in external_ids]
+
+
+def test_insert_rows_skips_rows_whose_unique_key_exists_on_sqlite_and_refuses_on_copy(db):
+    with db.session() as session:
+        insert_rows(session, Contact.__table__, _contact_rows("A", "B"))
+    with db.session() as session:
+        if session.get_bind().dialect.name == "postgresql":
+            with pytest.raises(ValueError, match="COPY cannot skip"):
+                insert_rows(session, Contact.__table__, _contact_rows("B", "C"), skip_conflicts=("external_id",))
+            return
+        insert_rows(session, Contact.__table__, _contact_rows("B", "C", first_name="Bea"),
+                    skip_conflicts=("external_id",))
+    with db.session() as session:
+        assert session.execute(select(Contact.external_id, Contact.first_name).order_by(Contact.id)).all() == [
+            ("A", "Ada"), ("B", "Ada"), ("C", "Bea")]
+
+
+def test_insert_rows_raises_sqlalchemys_integrity_error_on_both_backends(db):
+    with db.session() as session:
+        insert_rows(session, Contact.__table__, _contact_rows("A"))
+    with pytest.raises(IntegrityError), db.session() as session:
+        insert_rows(session, Contact.__table__, _contact_rows("A"))

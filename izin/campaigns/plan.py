@@ -285,8 +285,11 @@ def _plan_round(session: Session, plan: Plan, campaign: spec.Campaign, settings:
     # channels in preference order: a later channel is asked only about those the earlier ones refused
     remaining = list({c.contact.id: c.contact for c in fresh}.values())
     decisions: dict[str, dict[int, Decision]] = {}
-    for channel in campaign.channels:
-        decisions[channel] = _decisions(session, remaining, channel, at, commercial, strict, round_)
+    for index, channel in enumerate(campaign.channels):
+        # the first channel asks about every contact of the round, which reading its id range
+        # serves; a later one only about the few left, looked up by address
+        decisions[channel] = _decisions(session, remaining, channel, at, commercial, strict,
+                                        round_.where(Contact.id) if round_.id_range and index == 0 else None)
         remaining = [c for c in remaining if not decisions[channel][c.id].allowed]
     counts = [cap_counts(session, [], at - period, at, cap_campaign, round_=round_)
               for _count, period, cap_campaign in caps]
@@ -350,16 +353,17 @@ def cap_release(session: Session, contact_id: int, caps: list[tuple[int, timedel
 
 
 def _decisions(session: Session, contacts: list[Any], channel: str, at: datetime,
-               commercial: bool, strict_iys: bool, round_: _Round) -> dict[int, Decision]:
+               commercial: bool, strict_iys: bool, contact_where: list[ColumnElement[bool]] | None
+               ) -> dict[int, Decision]:
     decisions = may_send_many(session, contacts, channel, at, require_iys_accepted=strict_iys and commercial,
-                              contact_where=round_.where(Contact.id) if round_.id_range else None)
+                              contact_where=contact_where)
     if not commercial:
         # transactional: no consent needed, only an address that can take the channel
         decisions = {cid: d if d.reason == NO_ADDRESS else Decision(True, channel, d.recipient, basis="transactional")
                      for cid, d in decisions.items()}
     # an address that bounced for good is no address at all
     bounced = undeliverable_set(session, [d.recipient for d in decisions.values() if d.allowed and d.recipient],
-                                channel, contact_where=round_.where(Contact.id) if round_.id_range else None)
+                                channel, contact_where=contact_where)
     return {cid: Decision(False, channel, d.recipient, reason=NO_ADDRESS) if d.recipient in bounced and d.allowed
             else d for cid, d in decisions.items()}
 
