@@ -206,3 +206,42 @@ def test_capped_contacts_are_kept_for_later_with_the_release_time(db, crowd):
         # three deliveries on 20, 21 and 22 November at 10:00 fill 3/7d; the oldest leaves the window on the 27th
         ("B9", "deferred", "frequency_cap", T("2026-11-27T10:00:00+03:00")),
     ]
+
+
+BLAST = """
+name: indirim
+trigger: {type: once, at: "2026-11-24T11:00:00+03:00"}
+channels: [email]
+content:
+  email: {subject: "Indirim", html_inline: "<p>Merhaba</p>"}
+"""
+
+
+def test_capped_contacts_each_get_their_own_release_from_one_look_up_per_cap(db):
+    from sqlalchemy import event
+
+    def capped_person(name, first_day):
+        contact_id = person(db, name, email=f"{name.lower()}@example.com")
+        grant(db, name, "email")
+        for n in range(3):  # three sent on consecutive days fill 3/7d until the first leaves the week
+            delivery(db, "efsane-cuma", contact_id, f"occ-{n}", when=f"2026-11-{first_day + n}T10:00:00+03:00")
+
+    statements: list[str] = []
+    event.listen(db.engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
+
+    def planned():
+        statements.clear()
+        result = plan(db, BLAST)
+        return [(d.external_id, d.next_attempt_at) for d in result.capped], len(statements)
+
+    capped_person("P1", 18)
+    capped_person("P2", 21)
+    planned()  # the first plan also records the campaign's start
+    one, queries = planned()
+    assert one == [("P1", T("2026-11-25T10:00:00+03:00")), ("P2", T("2026-11-28T10:00:00+03:00"))]
+    for name, day in (("P3", 19), ("P4", 20), ("P5", 18)):
+        capped_person(name, day)
+    more, more_queries = planned()
+    assert more == one + [("P3", T("2026-11-26T10:00:00+03:00")), ("P4", T("2026-11-27T10:00:00+03:00")),
+                          ("P5", T("2026-11-25T10:00:00+03:00"))]
+    assert more_queries == queries
