@@ -18,7 +18,6 @@ from izin import __version__
 from izin.config import DEFAULT_SECRET, Settings, load_settings
 from izin.db import Database
 from izin.errors import IzinError, ServiceUnavailable
-from izin.heap import keep_heap
 
 #: progress bars, warnings and summaries go to stderr so stdout stays machine-readable
 stderr = Console(stderr=True)
@@ -152,7 +151,6 @@ _register()
 
 def main() -> None:
     """Console-script entry point."""
-    keep_heap()
     try:
         cli.main(prog_name="izin")
     except ServiceUnavailable as exc:  # raised while closing, outside a command

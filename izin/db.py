@@ -149,8 +149,6 @@ def insert_rows(session: Session, table: Table, rows: Sequence[Mapping[str, Any]
         statement = f"COPY {quote(table.name)} ({names}) FROM STDIN"
         try:
             with connection.connection.dbapi_connection.cursor() as cursor, cursor.copy(statement) as copy:
-                if (types := _copy_types(table, columns)) is not None:
-                    copy.set_types(types)  # a quarter off COPY's cost: no dumper looked up per value
                 for row_values in values:
                     copy.write_row(row_values)
         except dialect.loaded_dbapi.Error as exc:
@@ -168,19 +166,6 @@ def insert_rows(session: Session, table: Table, rows: Sequence[Mapping[str, Any]
         if skip_conflicts:
             statement = upsert_insert(session)(table).on_conflict_do_nothing(index_elements=list(skip_conflicts))
         connection.execute(statement, list(rows))
-
-
-#: the type psycopg writes a column's processed values as (COPY's text format sends text either
-#: way; the server parses it for the column), by the SQLAlchemy type's class
-_COPY_TYPES = {"Boolean": "bool", "Integer": "int8", "SmallInteger": "int8", "BigInteger": "int8",
-               "DateTime": "timestamp", "UTCDateTime": "timestamp", "Date": "date", "String": "text",
-               "Text": "text", "JSON": "json"}
-
-
-def _copy_types(table: Table, columns: list[str]) -> list[str] | None:
-    """psycopg type names for COPY of `columns`, or None if one of them is of another type."""
-    types = [_COPY_TYPES.get(type(table.c[c].type).__name__) for c in columns]
-    return None if None in types else types  # type: ignore[return-value]
 
 
 def _reusing(process: Callable[[Any], Any] | None) -> Callable[[Any], Any] | None:

@@ -11,7 +11,6 @@ Elsewhere than glibc (musl, macOS) nothing changes.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 
 #: free memory at the heap's top kept rather than given back (glibc's default: 128 KiB, dynamic)
 TRIM_THRESHOLD = 32 << 20
@@ -24,8 +23,7 @@ _M_TRIM_THRESHOLD, _M_TOP_PAD = -1, -2
 def keep_heap() -> bool:
     """Set this process's malloc to keep its freed heap; False where there is no glibc mallopt."""
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or None)
-        mallopt = libc.mallopt
+        mallopt = ctypes.CDLL(None).mallopt  # the C library the interpreter runs on
     except (OSError, AttributeError):
         return False
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int

@@ -7,7 +7,7 @@ BATCH of them, which the worker claims, checks and renders in one transaction: t
 truth, and a duplicate message finds them already claimed.
 
 `dramatiq izin.campaigns.actors` imports this module in every worker process, so configuration
-is read here, once per process (and the process's heap kept, see izin.heap).
+is read here, once per process.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from dramatiq.brokers.stub import StubBroker
 from izin import clock
 from izin.config import Settings, load_settings
 from izin.errors import ConfigError, ServiceUnavailable
-from izin.heap import keep_heap
 
 #: the queue every delivery message goes to
 QUEUE = "izin-deliveries"
@@ -199,7 +198,6 @@ def _send_delivery(delivery_id: int) -> None:
     sender().process(delivery_id)
 
 
-keep_heap()
 _settings: Settings = load_settings()
 _now: Callable[[], datetime] = clock.now
 _db: Any = None

@@ -22,6 +22,7 @@ from izin.consent.models import CHANNELS, IYS_TYPE, ConsentEvent, ConsentState, 
 from izin.consent.report import ImportReport
 from izin.config import DEFAULT_SECRET
 from izin.errors import ConsentRefused, InputError, NotFound
+from izin.heap import keep_heap
 
 
 def _instant(value: str | None, field: str) -> datetime | None:
@@ -296,6 +297,7 @@ def export(app: AppContext, kind: str, fmt: str, since: str | None, until: str |
     from izin.consent.audit import CONSENT_FIELDS, consent_records, write_records
 
     start, end = _instant(since, "--since"), _instant(until, "--until")
+    keep_heap()  # millions of rows a page at a time: see izin.heap
     fields = {"consent": CONSENT_FIELDS, "delivery": DELIVERY_FIELDS,
               "all": CONSENT_FIELDS + tuple(f for f in DELIVERY_FIELDS if f not in CONSENT_FIELDS)}[kind]
     with app.database().session() as session:
@@ -339,6 +341,7 @@ def verify(app: AppContext, as_json: bool) -> None:
     from izin.consent.audit import verify as run_verify
 
     secret = app.settings.web.secret_key
+    keep_heap()
     with app.database().session() as session:
         result = run_verify(session, secret)
     if as_json:

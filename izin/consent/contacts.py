@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
@@ -40,9 +41,12 @@ ADDRESS_KINDS = ("email", "phone")
 LOCALES = ("tr", "en")
 #: rows upserted per set of statements
 BATCH_ROWS = 1_000
-#: rows written per transaction: a commit waits for the disk, and on SQLite rewrites every index
-#: page it touched into the log again (at a commit per batch, a quarter of an import's time)
+#: rows (valid or not) per transaction: a commit waits for the disk, and on SQLite rewrites every
+#: index page it touched into the log again (at a commit per batch, a quarter of an import's time)
 COMMIT_ROWS = 20_000
+#: and at most this long open: on SQLite the transaction holds the database's write lock, which
+#: opt-outs and workers wait for (a file of bad rows is validated while it is held)
+COMMIT_SECONDS = 1.0
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 # a plain decimal becomes a number so segments can compare numerically; "06100" stays text
 _NUMBER = re.compile(r"^-?(0|[1-9]\d{0,17})(\.\d+)?$")
@@ -330,7 +334,7 @@ def import_contacts(db: Database, path: str, now: datetime, rejects: str | None 
         if parsed:
             for outcome in upsert_many(transaction.session(), parsed, now):
                 setattr(report, outcome, getattr(report, outcome) + 1)
-            transaction.wrote(len(parsed))
+        transaction.handled(len(rows))
 
     try:
         size = os.path.getsize(path)
@@ -361,11 +365,12 @@ def import_contacts(db: Database, path: str, now: datetime, rejects: str | None 
 
 
 class _Transaction:
-    """The import's open transaction: committed every COMMIT_ROWS rows and at the end (before the
-    rejects file is written), rolled back if the import stops with an error."""
+    """The import's open transaction: committed every COMMIT_ROWS rows read or COMMIT_SECONDS
+    open, and at the end (before the rejects file is written); rolled back if the import stops
+    with an error."""
 
     def __init__(self, db: Database) -> None:
-        self._db, self._open, self._rows = db, None, 0
+        self._db, self._open, self._rows, self._opened_at = db, None, 0, 0.0
 
     def session(self) -> Session:
         if self._open is None:
@@ -374,12 +379,15 @@ class _Transaction:
             # two imports of the same file at once: the second must see the first's new contacts
             # (and update them), not insert them again and die on the unique key
             serialise(session, "izin:contacts-import")
-            self._session = session
+            self._session, self._opened_at = session, time.monotonic()
         return self._session
 
-    def wrote(self, rows: int) -> None:
+    def handled(self, rows: int) -> None:
+        """`rows` more rows of the file were read (written or rejected)."""
+        if self._open is None:
+            return  # rows rejected with no transaction open hold no lock
         self._rows += rows
-        if self._rows >= COMMIT_ROWS:
+        if self._rows >= COMMIT_ROWS or time.monotonic() - self._opened_at >= COMMIT_SECONDS:
             self.commit()
 
     def commit(self) -> None:

@@ -368,6 +368,27 @@ def test_one_transaction_holds_several_batches_and_an_error_rolls_back_only_the_
     assert counts(report) == (4, 0, 3, 0)
 
 
+@pytest.mark.parametrize("commit_rows, commit_seconds, committed_after", [(3, 3600.0, 3), (1000, 0.0, 1)])
+def test_rejected_rows_count_toward_the_commit_so_bad_rows_never_hold_the_lock_for_long(
+        db, now, in_tmp, monkeypatch, commit_rows, commit_seconds, committed_after):
+    monkeypatch.setattr(contacts_module, "BATCH_ROWS", 1)
+    monkeypatch.setattr(contacts_module, "COMMIT_ROWS", commit_rows)
+    monkeypatch.setattr(contacts_module, "COMMIT_SECONDS", commit_seconds)
+    path = write(in_tmp / "a.csv", "external_id,email\nC1,c1@example.com\n" + "C9,bad\n" * 5)
+    seen: list[list[str]] = []
+    reader = create_engine(db.engine.url)
+
+    def progress(_position: int) -> None:
+        with reader.connect() as connection:
+            seen.append(sorted(connection.scalars(select(Contact.external_id))))
+
+    report = import_contacts(db, path, now, progress=progress)
+    reader.dispose()
+    assert counts(report) == (1, 0, 0, 5)
+    # one valid row, then rejects only: the transaction it opened ends after `committed_after` rows read
+    assert seen == [[]] * (committed_after - 1) + [["C1"]] * (7 - committed_after)
+
+
 def test_birthday_today_in_turkiye_before_utc_midnight(db, in_tmp):
     # 01:00 in İstanbul on 24 November is still 23 November in UTC
     early = parse_instant("2026-11-24T01:00:00+03:00")
