@@ -4,8 +4,10 @@ glibc's malloc returns the top of its heap to the kernel as soon as more than 12
 free, and takes it back on the next page of rows: a million page faults for a few million
 exported records, more than half of the export's time (measured: audit export of 3.7M records,
 29 s of which 12 s in the kernel; 16 s and 0.4 s with the settings below). Keeping up to
-TRIM_THRESHOLD free at the top costs at most that much memory, never more per row.
-Elsewhere than glibc (musl, macOS) nothing changes.
+TRIM_THRESHOLD free at the top costs at most that much memory, never more per row; but glibc
+keeps it in each of its arenas (one per thread that allocates), so this is for the single-threaded
+streaming commands (`audit export`, `audit verify`), not for the threaded workers. Elsewhere than
+glibc (musl, macOS) nothing changes.
 """
 
 from __future__ import annotations
