@@ -100,12 +100,12 @@ _FINISH = update(_DELIVERIES).where(_DELIVERIES.c.id == bindparam("delivery"), _
                                     _DELIVERIES.c.lease_until == bindparam("lease"))
 
 
+#: attempts count calls to the provider: each outcome of one adds it, in the same statement
+_CALLED = {"attempts": _DELIVERIES.c.attempts + 1}
 #: the mark after a provider accepted a message, built once: workers run it for every message
 _SENT = _FINISH.values(status="sent", sent_at=bindparam("now"), updated_at=bindparam("now"), lease_until=None,
                        provider_id=bindparam("provider"), segments=bindparam("parts"), reason=None, detail=None,
-                       attempts=_DELIVERIES.c.attempts + 1)
-#: attempts count calls to the provider: each outcome of one adds it, in the same statement
-_CALLED = {"attempts": _DELIVERIES.c.attempts + 1}
+                       **_CALLED)
 
 
 def _finish(db: Database, delivery_id: int, lease: datetime, now: datetime, **values: Any) -> None:

@@ -225,26 +225,34 @@ def _existing(session: Session, campaign_id: int, round_: _Round) -> set[tuple[i
             Delivery.campaign_id == campaign_id, *round_.where(Delivery.contact_id)))}
 
 
+def _counted(since: datetime, at: datetime, statuses: tuple[str, ...], campaign_id: int | None,
+             exclude_ids: Collection[int]) -> list[ColumnElement[bool]]:
+    """The deliveries that count toward a cap in (since, at]: commercial, in `statuses`, of the
+    campaign (None: of any), less `exclude_ids`."""
+    # the contacts drive these queries, never the status index: its statistics go stale within a
+    # send run (rows move from scheduled to sent), and both databases then walk every sent row
+    # (a worker's count took 20 ms instead of 0.3); an expression is not indexable
+    conditions = [Delivery.commercial.is_(True), (Delivery.status + "").in_(statuses), _MOMENT > since,
+                  _MOMENT <= at]
+    if campaign_id is not None:
+        conditions.append(Delivery.campaign_id == campaign_id)
+    if exclude_ids:
+        conditions.append(Delivery.id.not_in(list(exclude_ids)))
+    return conditions
+
+
 def cap_counts(session: Session, contact_ids: list[int], since: datetime, at: datetime,
                campaign_id: int | None = None, statuses: tuple[str, ...] = _CAP_STATUSES,
                round_: _Round | None = None, exclude_ids: Collection[int] = ()) -> Counter[int]:
     """Commercial deliveries per contact that count toward a cap in (since, at]; with `round_`,
     for the round's contacts (`contact_ids` is then not read); `exclude_ids` are not counted."""
     counts: Counter[int] = Counter()
-    moment = _MOMENT
     selections = [round_.where(Delivery.contact_id)] if round_ is not None else [
         [Delivery.contact_id.in_(contact_ids[start:start + _CHUNK])] for start in range(0, len(contact_ids), _CHUNK)]
     for selection in selections:
-        # the contacts drive this query, never the status index: its statistics go stale within a
-        # send run (rows move from scheduled to sent), and both databases then walk every sent row
-        # (a worker's count took 20 ms instead of 0.3); an expression is not indexable
-        query = (select(Delivery.contact_id, func.count()).where(
-            *selection, Delivery.commercial.is_(True),
-            (Delivery.status + "").in_(statuses), moment > since, moment <= at).group_by(Delivery.contact_id))
-        if exclude_ids:
-            query = query.where(Delivery.id.not_in(list(exclude_ids)))
-        if campaign_id is not None:
-            query = query.where(Delivery.campaign_id == campaign_id)
+        query = (select(Delivery.contact_id, func.count())
+                 .where(*selection, *_counted(since, at, statuses, campaign_id, exclude_ids))
+                 .group_by(Delivery.contact_id))
         counts.update({contact_id: n for contact_id, n in session.execute(query)})
     return counts
 
@@ -353,18 +361,13 @@ def cap_releases(session: Session, contact_ids: Collection[int], cap: tuple[int,
     message: the count-th latest counted message's moment plus the period. One query per _CHUNK
     contacts (a blast to a base that the cap holds asked once per contact: 800,000 queries)."""
     count, period, campaign_id = cap
-    moment = _MOMENT
     ids = sorted(contact_ids)
     releases: dict[int, datetime] = {}
     for start in range(0, len(ids), _CHUNK):
-        query = (select(Delivery.contact_id, moment).where(
-            one_of(session, Delivery.contact_id, ids[start:start + _CHUNK]), Delivery.commercial.is_(True),
-            (Delivery.status + "").in_(statuses), moment > at - period, moment <= at)  # as in cap_counts
-            .order_by(Delivery.contact_id, moment.desc()))
-        if campaign_id is not None:
-            query = query.where(Delivery.campaign_id == campaign_id)
-        if exclude_ids:
-            query = query.where(Delivery.id.not_in(list(exclude_ids)))
+        query = (select(Delivery.contact_id, _MOMENT)
+                 .where(one_of(session, Delivery.contact_id, ids[start:start + _CHUNK]),
+                        *_counted(at - period, at, statuses, campaign_id, exclude_ids))
+                 .order_by(Delivery.contact_id, _MOMENT.desc()))
         seen: Counter[int] = Counter()
         for contact_id, counted_at in session.execute(query):
             seen[contact_id] += 1
