@@ -1,15 +1,20 @@
-"""izin.db's batch helpers: insert_rows (COPY on PostgreSQL) and one_of, on both backends."""
+"""izin.db's batch helpers: insert_rows (COPY on PostgreSQL) and one_of, on both backends; how
+SQLite writers wait for the write lock."""
 
 from __future__ import annotations
 
+import sqlite3
+import threading
 from datetime import date, datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
+
+import izin.db
 
 from izin.consent.models import Contact, ContactEvent
-from izin.db import insert_rows, one_of
+from izin.db import Database, insert_rows, one_of, upgrade
 
 WHEN = datetime(2026, 11, 24, 9, 0, 0, 123456, tzinfo=timezone(timedelta(hours=3)))
 #: text COPY must carry exactly: its escapes, separators and line ends, quotes, non-ASCII
@@ -79,3 +84,45 @@ def test_insert_rows_raises_sqlalchemys_integrity_error_on_both_backends(db):
         insert_rows(session, Contact.__table__, _contact_rows("A"))
     with pytest.raises(IntegrityError), db.session() as session:
         insert_rows(session, Contact.__table__, _contact_rows("A"))
+
+
+def _sqlite_lock_holder(path):
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    return holder
+
+
+def test_a_sqlite_writer_waits_for_the_lock_and_takes_it_once_free(tmp_path):
+    database = Database(f"sqlite:///{tmp_path / 'izin.db'}")
+    upgrade(database)
+    holder = _sqlite_lock_holder(tmp_path / "izin.db")
+    wrote = threading.Event()
+
+    def write():
+        with database.session() as session:
+            insert_rows(session, Contact.__table__, _contact_rows("A"))
+        wrote.set()
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    assert not wrote.wait(0.3)  # the lock is held: the writer waits, it does not fail
+    holder.execute("COMMIT")
+    writer.join(10)
+    assert wrote.is_set()
+    with database.session() as session:
+        assert session.scalars(select(Contact.external_id)).all() == ["A"]
+    database.dispose()
+
+
+def test_a_sqlite_writer_gives_up_after_the_busy_timeout_as_sqlalchemy_raises_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(izin.db, "SQLITE_BUSY_TIMEOUT_MS", 200)
+    database = Database(f"sqlite:///{tmp_path / 'izin.db'}")
+    upgrade(database)
+    holder = _sqlite_lock_holder(tmp_path / "izin.db")
+    with pytest.raises(OperationalError, match="database is locked"), database.session() as session:
+        session.execute(select(Contact.id))
+    holder.execute("COMMIT")
+    with database.engine.connect() as connection:
+        # the short wait was for the BEGIN only: every other statement keeps the whole timeout
+        assert connection.exec_driver_sql("PRAGMA busy_timeout").scalar() == 200
+    database.dispose()

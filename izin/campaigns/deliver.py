@@ -2,36 +2,37 @@
 
 Invariant 2 lives here: consent is checked again right before the adapter is called, so an opt-out
 recorded after scheduling wins. A worker takes a batch of deliveries (one broker message carries
-up to `actors.BATCH` ids): one transaction claims them, re-checks consent, caps, bounces and the
-send window for all of them and renders them; then they go one after another. A message is never
-handed to the adapter more than GATE_MAX_AGE after the check that allowed it: when sending falls
-behind, what is left of the batch is checked again first.
+up to `actors.BATCH` ids): one transaction claims them and re-checks consent, caps, bounces and
+the send window for all of them; they are rendered, then they go one after another. A message is
+never handed to the adapter more than GATE_MAX_AGE after the check that allowed it: when sending
+falls behind, what is left of the batch is checked again first.
 
 The claim is one conditional UPDATE, atomic on SQLite and PostgreSQL, so two workers never both
 send a delivery. The only window in which a crash can duplicate a message is the adapter call
 itself: a worker killed after the provider accepted the message and before the row is marked
 `sent` leaves it `sending`, and once the lease runs out another worker sends it again. Each
-message is marked on its own right after its adapter call, so that window is one message wide.
+message is marked right after its adapter call, and its thread sends nothing more until the mark
+is committed (the marks of a process's threads share commits: marks.py), so that window is one
+message wide per thread.
 """
 
 from __future__ import annotations
 
-import threading
 import time as time_module
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import bindparam, select, update
-from sqlalchemy.exc import OperationalError
+from sqlalchemy import bindparam, select, text, update
 
 from izin import clock
 from izin.campaigns import spec
 from izin.campaigns.models import Campaign as CampaignRow
+from izin.campaigns.marks import GroupCommit
 from izin.campaigns.models import Delivery
 from izin.campaigns.plan import cap_counts, cap_release, caps_for
 from izin.campaigns.schedule import free_to_take
@@ -45,7 +46,6 @@ from izin.consent.gate import IYS_PENDING, Decision, may_send_many, usable_addre
 from izin.consent.models import Contact, ContactEvent
 from izin.consent.tokens import unsubscribe_url
 from izin.db import Database
-from izin.errors import ServiceUnavailable
 
 #: how long a claim holds; renewed whenever a batch is checked again, longer than any adapter call
 LEASE = timedelta(minutes=5)
@@ -106,6 +106,30 @@ _CALLED = {"attempts": _DELIVERIES.c.attempts + 1}
 _SENT = _FINISH.values(status="sent", sent_at=bindparam("now"), updated_at=bindparam("now"), lease_until=None,
                        provider_id=bindparam("provider"), segments=bindparam("parts"), reason=None, detail=None,
                        **_CALLED)
+#: the same for a group of marks in one statement on PostgreSQL (the rows as arrays): through
+#: executemany, psycopg's per-row pipeline was most of the marks' cost
+_SENT_ARRAYS = text("""
+    UPDATE deliveries AS d SET status = 'sent', sent_at = m.sent_at, updated_at = m.sent_at, lease_until = NULL,
+        provider_id = m.provider, segments = m.parts, reason = NULL, detail = NULL, attempts = d.attempts + 1
+    FROM unnest(CAST(:ids AS integer[]), CAST(:leases AS timestamp[]), CAST(:sent AS timestamp[]),
+                CAST(:providers AS varchar[]), CAST(:parts AS smallint[])) AS m(id, lease, sent_at, provider, parts)
+    WHERE d.id = m.id AND d.status = 'sending' AND d.lease_until = m.lease""")
+
+
+def _write_sent(connection: Any, rows: list[Mapping[str, Any]]) -> None:
+    """Mark a group of deliveries sent (rows of _SENT's parameters), each fenced by its lease."""
+    if connection.dialect.name != "postgresql":
+        connection.execute(_SENT, rows)
+        return
+    connection.execute(_SENT_ARRAYS, {
+        "ids": [row["delivery"] for row in rows], "leases": [_naive_utc(row["lease"]) for row in rows],
+        "sent": [_naive_utc(row["now"]) for row in rows], "providers": [row["provider"] for row in rows],
+        "parts": [row["parts"] for row in rows]})
+
+
+def _naive_utc(value: datetime) -> datetime:
+    """As UTCDateTime stores it."""
+    return value.astimezone(timezone.utc).replace(tzinfo=None)
 
 
 def _finish(db: Database, delivery_id: int, lease: datetime, now: datetime, **values: Any) -> None:
@@ -246,10 +270,8 @@ class Sender:
         self._limiters = {channel: rate_limiter(settings, channel) for channel in settings.channels
                           if settings.channels[channel].rate}
         self._campaigns: dict[tuple[int, datetime | None], spec.Campaign] = {}
-        # each thread marks its sends on a connection of its own, kept open between batches
-        self._local = threading.local()
-        self._connections: list[Any] = []
-        self._connections_lock = threading.Lock()
+        # the threads' sends are marked by one writer, in groups (see marks.py)
+        self._marks = GroupCommit(db, _write_sent)
 
     def adapter(self, channel: str) -> Any:
         return self._adapters[channel]
@@ -266,11 +288,7 @@ class Sender:
     def close(self) -> None:
         for adapter in {id(a): a for a in self._adapters.values()}.values():
             adapter.close()
-        with self._connections_lock:
-            for connection in self._connections:
-                connection.close()
-            self._connections.clear()
-        self._local = threading.local()
+        self._marks.close()
 
     def _campaign(self, row: CampaignRow) -> spec.Campaign:
         key = (row.id, row.updated_at)
@@ -366,39 +384,10 @@ class Sender:
         return Outcome("sent")
 
     def _record_sent(self, delivery_id: int, lease: datetime, receipt: Receipt) -> None:
-        """Mark the message sent: one statement, committed (durably) before the next message goes."""
-        # the message is out: try hard to say so, or a lapsed lease would send it again
-        for attempt in range(5):
-            connection = getattr(self._local, "connection", None)
-            try:
-                if connection is None:
-                    connection = self._local.connection = self.db.autocommit()
-                    with self._connections_lock:
-                        self._connections.append(connection)
-                # sent_at is on the engine's clock, the one consent and windows were judged by
-                connection.execute(_SENT, {"delivery": delivery_id, "lease": lease, "now": self.now(),
-                                           "provider": receipt.provider_id, "parts": receipt.segments})
-                connection.commit()
-                return
-            except BaseException as exc:
-                # a new connection next time: this one may hold a transaction (SQLite: the write lock)
-                self._drop_connection(connection)
-                if not isinstance(exc, OperationalError):
-                    raise
-                # a database that is down (restarting): try again once it is back
-                if attempt == 4:
-                    raise ServiceUnavailable(f"database unreachable ({self.db.redacted_url}): {exc.orig}") from None
-                time_module.sleep(0.5 * 2 ** attempt)
-
-    def _drop_connection(self, connection: Any) -> None:
-        self._local.connection = None
-        if connection is None:
-            return
-        with self._connections_lock:
-            if connection in self._connections:
-                self._connections.remove(connection)
-        connection.invalidate()
-        connection.close()
+        """Mark the message sent, committed (durably) before this thread sends the next."""
+        # sent_at is on the engine's clock, the one consent and windows were judged by
+        self._marks.record({"delivery": delivery_id, "lease": lease, "now": self.now(),
+                            "provider": receipt.provider_id, "parts": receipt.segments})
 
     def _transient(self, delivery_id: int, lease: datetime, reason: str, detail: str,
                    retry_after_s: float | None) -> Outcome:
@@ -478,21 +467,21 @@ class Sender:
         return outcomes, still
 
     def _prepare(self, ids: list[int], now: datetime) -> tuple[dict[int, Outcome], list[_Ready]]:
-        """Claim, re-check consent, cap and window, and render, in one transaction; record every
-        outcome that stops a send. Returns those outcomes and the messages to send, in id order.
+        """Claim, re-check consent, cap and window in one transaction, recording every outcome that
+        stops a send; then render. Returns those outcomes and the messages to send, in id order.
 
         The transaction's commit need not wait for the disk (PostgreSQL): if the database loses
         it in a crash, the deliveries are as they were before the claim and are simply taken
         again; a stopping outcome (suppressed, deferred) is decided again from durable evidence.
+        Rendering comes after the commit: on SQLite the transaction holds the one write lock, and
+        every other thread's claim and `sent` mark would wait for a whole batch's templates.
         """
-        from izin.campaigns.render import RenderError, build_context, promotion_in, render
-
         outcomes: dict[int, Outcome] = {}
-        ready: list[_Ready] = []
+        allowed: list[tuple[Delivery, Contact, spec.Campaign, dict[str, Any] | None, str]] = []
         with self.db.session(durable=False) as session:
             deliveries = _claim(session, ids, now)
             if not deliveries:
-                return outcomes, ready
+                return outcomes, []
             deliveries, contacts, campaigns, outcomes = self._load(session, deliveries, now)
             verdicts = recheck(session, self.settings, deliveries, contacts, campaigns, now)
             refs = {d.event_ref for d in deliveries if d.event_ref is not None and isinstance(verdicts[d.id], Allowed)}
@@ -504,50 +493,71 @@ class Sender:
                     outcomes[delivery.id] = _stop(delivery, now, verdict.status, verdict.reason,
                                                   retry_at=verdict.retry_at)
                     continue
-                contact, campaign = contacts[delivery.contact_id], campaigns[delivery.campaign_id]
-                recipient = verdict.recipient
-                delivery.recipient = recipient
+                delivery.recipient = verdict.recipient
                 if delivery.commercial:
                     delivery.consent_event_id, delivery.basis = verdict.consent_event_id, verdict.basis
-                event = None
-                if delivery.event_ref is not None:
-                    event = dict(events.get(delivery.event_ref) or {})
-                coupon = None
-                if delivery.coupon_code:
-                    coupon = {"code": delivery.coupon_code, "percent": delivery.coupon_percent,
-                              "expires_on": delivery.coupon_expires_on}
-                url = unsubscribe_url(self.settings.web.base_url, self.secret, recipient, delivery.channel)
-                fields = {"first_name": contact.first_name, "last_name": contact.last_name,
-                          "external_id": contact.external_id, "email": contact.email, "phone": contact.phone,
-                          "locale": contact.locale}
-                context = build_context(fields, contact.attributes, coupon, event, campaign, self.settings, url)
-                adapter = self.adapter(delivery.channel)
-                try:
-                    rendered = render(campaign, delivery.channel, context, self.settings, contact.locale,
-                                      max_segments=getattr(adapter, "max_segments", 7) or 7)
-                except RenderError as exc:
-                    outcomes[delivery.id] = _stop(delivery, now, "failed", "template", str(exc))
-                    continue
-                except Exception as exc:  # whatever else rendering raises fails this delivery, not the batch
-                    outcomes[delivery.id] = _stop(delivery, now, "failed", "template", f"{type(exc).__name__}: {exc}")
-                    continue
-                if not delivery.commercial:
-                    # validation saw a sample; the real text (attributes, event data) is checked too
-                    promotion = promotion_in(rendered.text or "") or promotion_in(rendered.subject or "")
-                    if promotion:
-                        outcomes[delivery.id] = _stop(delivery, now, "failed", "promotion",
-                                                      f"a transactional message may not carry promotions: "
-                                                      f"'{promotion}'")
-                        continue
-                ready.append(_Ready(delivery.lease_until, OutgoingMessage(
-                    delivery_id=delivery.id, channel=delivery.channel, to=recipient, commercial=delivery.commercial,
-                    recipient_type=contact.recipient_type, subject=rendered.subject, html=rendered.html,
-                    text=rendered.text, from_name=self.settings.sender.name or None,
-                    list_unsubscribe_url=url if delivery.commercial and delivery.channel == "email" else None,
-                    sender=self.settings.sender.sms_header or None,
-                    sms_text=rendered.text if delivery.channel == "sms" else None,
-                    encoding=rendered.encoding, segments=rendered.segments)))
+                event = None if delivery.event_ref is None else dict(events.get(delivery.event_ref) or {})
+                allowed.append((delivery, contacts[delivery.contact_id], campaigns[delivery.campaign_id], event,
+                                verdict.recipient))
+        ready: list[_Ready] = []
+        unrenderable: dict[int, tuple[datetime, str, str]] = {}
+        for delivery, contact, campaign, event, recipient in allowed:
+            try:
+                ready.append(_Ready(delivery.lease_until, self._message(delivery, contact, campaign, event, recipient)))
+            except _Unrenderable as exc:
+                unrenderable[delivery.id] = (delivery.lease_until, exc.reason, exc.detail)
+        if unrenderable:
+            with self.db.session() as session:
+                session.execute(_FINISH.values(status="failed", reason=bindparam("reason"), detail=bindparam("detail"),
+                                               next_attempt_at=None, lease_until=None, updated_at=now),
+                                [{"delivery": i, "lease": lease, "reason": reason, "detail": detail}
+                                 for i, (lease, reason, detail) in unrenderable.items()])
+            outcomes.update({i: Outcome("failed", reason, detail) for i, (_, reason, detail) in unrenderable.items()})
         return outcomes, ready
+
+    def _message(self, delivery: Delivery, contact: Contact, campaign: spec.Campaign, event: dict[str, Any] | None,
+                 recipient: str) -> OutgoingMessage:
+        """The delivery rendered for its contact, or _Unrenderable saying why it cannot go."""
+        from izin.campaigns.render import RenderError, build_context, promotion_in, render
+
+        coupon = None
+        if delivery.coupon_code:
+            coupon = {"code": delivery.coupon_code, "percent": delivery.coupon_percent,
+                      "expires_on": delivery.coupon_expires_on}
+        url = unsubscribe_url(self.settings.web.base_url, self.secret, recipient, delivery.channel)
+        fields = {"first_name": contact.first_name, "last_name": contact.last_name,
+                  "external_id": contact.external_id, "email": contact.email, "phone": contact.phone,
+                  "locale": contact.locale}
+        context = build_context(fields, contact.attributes, coupon, event, campaign, self.settings, url)
+        adapter = self.adapter(delivery.channel)
+        try:
+            rendered = render(campaign, delivery.channel, context, self.settings, contact.locale,
+                              max_segments=getattr(adapter, "max_segments", 7) or 7)
+        except RenderError as exc:
+            raise _Unrenderable("template", str(exc)) from None
+        except Exception as exc:  # whatever else rendering raises fails this delivery, not the batch
+            raise _Unrenderable("template", f"{type(exc).__name__}: {exc}") from None
+        if not delivery.commercial:
+            # validation saw a sample; the real text (attributes, event data) is checked too
+            promotion = promotion_in(rendered.text or "") or promotion_in(rendered.subject or "")
+            if promotion:
+                raise _Unrenderable("promotion", f"a transactional message may not carry promotions: '{promotion}'")
+        return OutgoingMessage(
+            delivery_id=delivery.id, channel=delivery.channel, to=recipient, commercial=delivery.commercial,
+            recipient_type=contact.recipient_type, subject=rendered.subject, html=rendered.html,
+            text=rendered.text, from_name=self.settings.sender.name or None,
+            list_unsubscribe_url=url if delivery.commercial and delivery.channel == "email" else None,
+            sender=self.settings.sender.sms_header or None,
+            sms_text=rendered.text if delivery.channel == "sms" else None,
+            encoding=rendered.encoding, segments=rendered.segments)
+
+
+class _Unrenderable(Exception):
+    """A delivery whose message cannot be made: it fails with this reason and detail."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason, self.detail = reason, detail
 
 
 def _stop(delivery: Delivery, now: datetime, status: str, reason: str, detail: str | None = None,

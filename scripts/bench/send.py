@@ -4,10 +4,10 @@
 
 izin: N deliveries of a `once` campaign (80% email, 20% SMS) scheduled into the database, enqueued
 in one tick, and sent by `izin worker --processes 2` (dramatiq on Redis): claim, consent re-check,
-cap and window, render, SMTP or HTTP SMS, record. The raw stack: a plain dramatiq actor
-(raw_actor.py, 2 processes) sending the same number of pre-rendered emails with smtplib to the same
-SMTP sink. Both enqueue through one Redis pipeline and are timed from the first enqueue to the last
-accepted message; latency is from enqueue (the moment a tick finds the delivery due) to accepted.
+cap and window, render, SMTP or HTTP SMS, record. The raw stack: plain dramatiq actors
+(raw_actor.py, 2 processes) sending the same mix of pre-rendered messages to the same sinks: the
+emails with smtplib, the SMS as the webhook adapter's JSON POST with http.client. Both enqueue
+through one Redis pipeline and are timed from the first enqueue to the last accepted message; latency is from enqueue (the moment a tick finds the delivery due) to accepted.
 Also: the send gate's cost per message (consent + cap + window), in-process.
 """
 
@@ -217,8 +217,10 @@ def _py_spy(work: Path, pid: int) -> subprocess.Popen[Any] | None:
                             stderr=subprocess.DEVNULL)
 
 
-def raw(count: int, smtp_port: int, processes: int, threads: int, work: Path) -> dict[str, Any]:
-    """The same number of pre-rendered emails through a plain dramatiq actor and smtplib."""
+def raw(emails: int, sms: int, smtp_port: int, http_port: int, processes: int, threads: int,
+        work: Path) -> dict[str, Any]:
+    """The same mix of pre-rendered messages through plain dramatiq actors: the emails with smtplib
+    to the SMTP sink, the SMS as the webhook adapter's JSON POST with http.client to the HTTP sink."""
     from email.mime.text import MIMEText
 
     from dramatiq.brokers.redis import RedisBroker
@@ -228,16 +230,23 @@ def raw(count: int, smtp_port: int, processes: int, threads: int, work: Path) ->
 
     client = _flush_redis()
     template = Template(HTML)
-    messages = []
-    for i in range(count):
-        mime = MIMEText(template.render(contact={"first_name": "Ayşe"},
-                                        coupon={"percent": 20, "code": f"EFSANE-{i:08d}", "expires_on": "2026-12-08"}),
-                        "html", "utf-8")
+    messages: list[tuple[str, tuple[Any, ...]]] = []
+    for i in range(emails + sms):
+        coupon = {"percent": 20, "code": f"EFSANE-{i:08d}", "expires_on": "2026-12-08"}
+        # the SMS spread evenly among the emails, as a blast's channels interleave in the queue
+        if i * sms // (emails + sms) != (i + 1) * sms // (emails + sms):
+            text = f"Ayşe, Efsane Cuma: {coupon['code']} ile %20 indirim. RET yazip 4609'a gonderin"
+            body = json.dumps({"to": f"+90532{i:07d}", "from": "ORNEKTIC", "text": text, "encoding": "gsm7-tr",
+                               "segments": 1, "commercial": True, "recipient_type": "BIREYSEL", "delivery_id": i})
+            messages.append(("raw_sms", (body,)))
+            continue
+        mime = MIMEText(template.render(contact={"first_name": "Ayşe"}, coupon=coupon), "html", "utf-8")
         mime["Subject"], mime["From"], mime["To"] = "Ayşe, Efsane Cuma başladı", "kampanya@ornek.com.tr", \
             f"c{i}@example.com"
-        messages.append((f"c{i}@example.com", mime.as_string()))
+        messages.append(("raw_send", ("kampanya@ornek.com.tr", f"c{i}@example.com", mime.as_string())))
+    count = len(messages)
     env = {**os.environ, "BENCH_REDIS_URL": REDIS_URL, "BENCH_SMTP_PORT": str(smtp_port),
-           "dramatiq_queue_prefetch": "200", "PYTHONPATH": str(BENCH)}
+           "BENCH_HTTP_PORT": str(http_port), "dramatiq_queue_prefetch": "200", "PYTHONPATH": str(BENCH)}
     worker = subprocess.Popen([sys.executable, "-m", "dramatiq", "raw_actor", "--processes", str(processes),
                                "--threads", str(threads)], cwd=BENCH, env=env, start_new_session=True,
                               stdout=subprocess.DEVNULL, stderr=open(work / "raw-worker.log", "w"))
@@ -246,12 +255,12 @@ def raw(count: int, smtp_port: int, processes: int, threads: int, work: Path) ->
         broker = RedisBroker(url=REDIS_URL)
         import dramatiq
 
-        actor = dramatiq.Actor(lambda *a: None, actor_name="raw_send", queue_name="bench-raw", broker=broker,
-                               priority=0, options={})
+        actors = {name: dramatiq.Actor(lambda *a: None, actor_name=name, queue_name="bench-raw", broker=broker,
+                                       priority=0, options={}) for name in ("raw_send", "raw_sms")}
         started = time.time()
         for start in range(0, count, 1_000):
-            enqueue_messages(broker, [actor.message("kampanya@ornek.com.tr", to, text, time.time())
-                                      for to, text in messages[start:start + 1_000]])
+            enqueue_messages(broker, [actors[name].message(*args, time.time())
+                                      for name, args in messages[start:start + 1_000]])
         while client.llen("bench:raw:done") < count:
             time.sleep(0.2)
             if worker.poll() is not None:
@@ -261,8 +270,9 @@ def raw(count: int, smtp_port: int, processes: int, threads: int, work: Path) ->
     done = [tuple(map(float, item.split(b","))) for item in client.lrange("bench:raw:done", 0, -1)]
     finished = max(accepted for _, accepted in done)
     latencies = [accepted - started for _, accepted in done]
-    return {"sent": len(done), "seconds": finished - started, "per_s": len(done) / (finished - started),
-            "p50_s": percentile(latencies, 0.5), "p99_s": percentile(latencies, 0.99)}
+    return {"sent": len(done), "email": emails, "sms": sms, "seconds": finished - started,
+            "per_s": len(done) / (finished - started), "p50_s": percentile(latencies, 0.5),
+            "p99_s": percentile(latencies, 0.99)}
 
 
 def gate_cost(url: str, samples: int = 2_000) -> dict[str, float]:
@@ -322,7 +332,7 @@ def run(url: str, deliveries: int, processes: int = 2, threads: int = 8, profile
         print(f"seeded {deliveries:,} contacts in {time.perf_counter() - started:.0f} s", file=sys.stderr)
         izin = engine(url, work, campaign, smtp_port, http_port, processes, threads, profile)
         print(f"izin: {izin}", file=sys.stderr)
-        baseline = raw(izin["email"], smtp_port, processes, threads, work)
+        baseline = raw(izin["email"], izin["sms"], smtp_port, http_port, processes, threads, work)
         print(f"raw: {baseline}", file=sys.stderr)
         gate = gate_cost(url)
     return {"sink": sink_name, "processes": processes, "threads": threads, "izin": izin, "raw": baseline,
