@@ -47,6 +47,7 @@ import html as html_lib
 import os
 import re
 import threading
+import time
 import traceback
 import unicodedata
 from collections.abc import Iterable, Iterator, Mapping
@@ -137,6 +138,10 @@ _MAX_STEPS = 200_000
 #: the global that every {% for %} iterates through, so its rounds are counted
 _LOOP = "_izin_counted"
 _MAX_INLINE_CACHE = 1_024
+#: how long a template file found is used before the files are looked at again: an edit while a
+#: worker runs is used within that; looking at them for every message (a stat per file and per
+#: locale variant that does not exist) was a fifth of rendering
+_RECHECK_FILES_S = 1.0
 # Characters an SMS footer may carry so that it never changes the body's encoding: GSM-7, the
 # Turkish letters, and the default letters the Turkish locking table keeps.
 _GSM_FOOTER = (GSM7_DEFAULT - LOCKING_SHIFT_DROPPED) | GSM7_EXTENSION | TURKISH_SHIFT
@@ -315,6 +320,8 @@ class _Sandbox(ImmutableSandboxedEnvironment):
         super().__init__(**options)
         #: compiled inline texts by (field, text); cleared when it grows past _MAX_INLINE_CACHE
         self.inline_cache: dict[tuple[str, str | None], Template] = {}
+        #: template files by (path, locale): the one found, and when it was looked for
+        self.file_cache: dict[tuple[str, str], tuple[Template, float]] = {}
 
     def _parse(self, source: str, name: str | None, filename: str | None) -> nodes.Template:
         tree = super()._parse(source, name, filename)
@@ -563,13 +570,18 @@ def _compile(source: _Source, dirs: tuple[str, ...], locale: str) -> Template:
                 cache.clear()
             cache[key] = env.template_class.from_code(env, code, env.make_globals(None), None)
         return cache[key]
+    found = env.file_cache.get((source.path, locale))
+    if found is not None and time.monotonic() - found[1] < _RECHECK_FILES_S:
+        return found[0]
     for name in _variants(source.path, locale):
         try:
-            return env.get_template(name)
+            template = env.get_template(name)
         except TemplateNotFound:
             continue
         except TemplateSyntaxError as error:
             raise _error(source, dirs, error) from None
+        env.file_cache[(source.path, locale)] = (template, time.monotonic())
+        return template
     where = f"next to the campaign ({dirs[0]}) or " if len(dirs) > 1 else ""
     raise RenderError(source.label, f"template '{source.path}' not found {where}among izin's "
                                     f"templates ({dirs[-1]}); check the path")

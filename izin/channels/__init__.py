@@ -11,5 +11,5 @@
     stub.py          in memory, for tests of the code that calls adapters
     sms_encoding.py  GSM-7 / Turkish / UCS-2 encoding and part counting
 
-Importing this package imports none of them: the CLI pays for httpx only when it sends.
+Importing this package imports none of them: the CLI pays for an adapter only when it sends.
 """

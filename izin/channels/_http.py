@@ -1,41 +1,141 @@
-"""What the HTTP adapters (Netgsm, webhook) share: one POST, transport failures typed, Retry-After read."""
+"""What the HTTP adapters (Netgsm, webhook) share: one POST, transport failures typed, Retry-After read.
+
+The POST goes over the standard library's http.client on a keep-alive connection of the sending
+thread's own. httpx did the same job at three times the CPU per request (788 against 229 µs on
+the benchmark's machine), which made an SMS cost a worker three emails; an adapter needs no more
+of HTTP than one request and its answer.
+"""
 
 from __future__ import annotations
 
+import base64
+import http.client
 import json
 import math
+import select
+import socket
+import ssl
+import threading
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
-import threading
 from typing import Any
-
-import httpx
+from urllib.parse import urlsplit
 
 from izin.channels.errors import TransientChannelError
 
-__all__ = ["DEFAULT_TIMEOUT_S", "new_client", "post_json", "reply_json", "retry_after_s", "snippet"]
+__all__ = ["DEFAULT_TIMEOUT_S", "HttpAdapterMixin", "HttpClient", "Reply", "post_json", "reply_json",
+           "retry_after_s", "snippet"]
 
 #: seconds for connecting, and for each read and write of one request
 DEFAULT_TIMEOUT_S = 10.0
 
 
-def new_client(timeout_s: float) -> httpx.Client:
-    """The pooled client an adapter keeps: keep-alive, no redirects (a POST must not turn into a GET)."""
-    return httpx.Client(timeout=timeout_s, follow_redirects=False, headers={"User-Agent": "izin"})
+@dataclass(frozen=True)
+class Reply:
+    """An HTTP answer, read whole: status, headers (names in lower case) and body."""
+
+    status_code: int
+    headers: dict[str, str]
+    content: bytes
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", "replace")
+
+
+class _Unreachable(Exception):
+    """The request never left: no connection could be made."""
+
+
+class _NoAnswer(Exception):
+    """The connection broke or timed out after the request may have arrived."""
+
+
+class HttpClient:
+    """Keep-alive POSTs, one connection per sending thread and origin; no redirects followed (a
+    POST must not turn into a GET) and no cookies kept."""
+
+    def __init__(self, timeout_s: float) -> None:
+        self.timeout_s = timeout_s
+        self._local = threading.local()
+        self._open: list[http.client.HTTPConnection] = []
+        self._lock = threading.Lock()
+        self._tls: ssl.SSLContext | None = None
+
+    def post(self, url: str, body: bytes, headers: dict[str, str]) -> Reply:
+        parts = urlsplit(url)
+        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        connection = self._connection(parts.scheme, parts.hostname or "", parts.port)
+        try:
+            connection.request("POST", path, body, {"User-Agent": "izin", **headers})
+            response = connection.getresponse()
+            reply = Reply(response.status, {name.lower(): value for name, value in response.getheaders()},
+                          response.read())
+        except (OSError, http.client.HTTPException) as exc:
+            self._discard(connection)
+            raise _NoAnswer(_reason(exc)) from None
+        if response.will_close:
+            self._discard(connection)
+        return reply
+
+    def close(self) -> None:
+        with self._lock:
+            connections, self._open = self._open, []
+        for connection in connections:
+            connection.close()
+        self._local = threading.local()
+
+    def _connection(self, scheme: str, host: str, port: int | None) -> http.client.HTTPConnection:
+        connections: dict[tuple[str, str, int | None], http.client.HTTPConnection] = \
+            self._local.__dict__.setdefault("connections", {})
+        key = (scheme, host, port)
+        connection = connections.get(key)
+        if connection is not None and connection.sock is not None and not _readable(connection.sock):
+            return connection
+        if connection is not None:
+            # closed by the server while idle (readable at EOF): a request on it would be lost
+            self._discard(connection)
+        if scheme == "https":
+            if self._tls is None:
+                self._tls = ssl.create_default_context()
+            connection = http.client.HTTPSConnection(host, port, timeout=self.timeout_s, context=self._tls)
+        else:
+            connection = http.client.HTTPConnection(host, port, timeout=self.timeout_s)
+        try:
+            connection.connect()
+        except (OSError, http.client.HTTPException) as exc:
+            connection.close()
+            raise _Unreachable(_reason(exc)) from None
+        connection.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        connections[key] = connection
+        with self._lock:
+            self._open.append(connection)
+        return connection
+
+    def _discard(self, connection: http.client.HTTPConnection) -> None:
+        connection.close()
+        connections = self._local.__dict__.get("connections", {})
+        for key, held in list(connections.items()):
+            if held is connection:
+                del connections[key]
+        with self._lock:
+            if connection in self._open:
+                self._open.remove(connection)
 
 
 class HttpAdapterMixin:
-    """One pooled httpx client per HTTP adapter, made on first use and shared by the worker's
-    threads (thread-safe, keep-alive across sends); `close()` ends it."""
+    """One HttpClient per HTTP adapter, made on first use and shared by the worker's threads
+    (each thread keeps its own keep-alive connection); `close()` ends them."""
 
     timeout_s: float
-    _client: httpx.Client | None = None
+    _client: HttpClient | None = None
     _client_lock = threading.Lock()
 
-    def _http(self) -> httpx.Client:
+    def _http(self) -> HttpClient:
         with self._client_lock:
             if self._client is None:
-                self._client = new_client(self.timeout_s)
+                self._client = HttpClient(self.timeout_s)
             return self._client
 
     def close(self) -> None:
@@ -45,22 +145,25 @@ class HttpAdapterMixin:
             client.close()
 
 
-def post_json(client: httpx.Client, url: str, body: dict[str, Any], *, adapter: str,
-              auth: tuple[str, str] | None = None, headers: dict[str, str] | None = None) -> httpx.Response:
+def post_json(client: HttpClient, url: str, body: dict[str, Any], *, adapter: str,
+              auth: tuple[str, str] | None = None, headers: dict[str, str] | None = None) -> Reply:
     """POST ``body`` as JSON; a transport failure becomes a TransientChannelError saying whether the
     request could have reached the provider."""
+    sent = {"Content-Type": "application/json", **(headers or {})}
+    if auth is not None:
+        sent["Authorization"] = "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode("ascii")
+    payload = json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
     try:
-        return client.post(url, json=body, auth=auth, headers=headers)
-    except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-        raise TransientChannelError(f"cannot reach {_origin(url)}: {_reason(exc)} (not sent)",
-                                    adapter=adapter) from None
-    except httpx.TransportError as exc:
+        return client.post(url, payload, sent)
+    except _Unreachable as exc:
+        raise TransientChannelError(f"cannot reach {_origin(url)}: {exc} (not sent)", adapter=adapter) from None
+    except _NoAnswer as exc:
         # the request may have arrived: this is the window in which a retry can duplicate
-        raise TransientChannelError(f"no answer from {_origin(url)}: {_reason(exc)} (the provider may "
+        raise TransientChannelError(f"no answer from {_origin(url)}: {exc} (the provider may "
                                     "have accepted the message)", adapter=adapter) from None
 
 
-def reply_json(response: httpx.Response) -> Any:
+def reply_json(response: Reply) -> Any:
     """The reply's JSON, or None when it is not JSON."""
     try:
         return json.loads(response.content)
@@ -68,7 +171,7 @@ def reply_json(response: httpx.Response) -> Any:
         return None
 
 
-def retry_after_s(response: httpx.Response) -> float | None:
+def retry_after_s(response: Reply) -> float | None:
     """Retry-After as seconds (delta-seconds or an HTTP date), None when absent or unreadable."""
     value = response.headers.get("retry-after", "").strip()
     if not value:
@@ -88,18 +191,28 @@ def retry_after_s(response: httpx.Response) -> float | None:
     return max(0.0, seconds)
 
 
-def snippet(response: httpx.Response, limit: int = 200) -> str:
+def snippet(response: Reply, limit: int = 200) -> str:
     """The start of the reply body, on one line, for error messages."""
     text = " ".join(response.text.split())
     return text if len(text) <= limit else text[:limit] + "..."
 
 
+def _readable(sock: socket.socket) -> bool:
+    """Whether an idle connection has something to read: only its end (or junk) can be there."""
+    try:
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
+        return bool(poller.poll(0))
+    except (OSError, ValueError):
+        return True
+
+
 def _origin(url: str) -> str:
-    parsed = httpx.URL(url)
-    return f"{parsed.scheme}://{parsed.netloc.decode('ascii', 'replace')}"
+    parsed = urlsplit(url)
+    return f"{parsed.scheme}://{parsed.netloc.rpartition('@')[2]}"
 
 
-def _reason(exc: httpx.TransportError) -> str:
-    if isinstance(exc, httpx.TimeoutException):
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
         return f"timed out ({type(exc).__name__})"
     return str(exc) or type(exc).__name__

@@ -35,11 +35,9 @@ from __future__ import annotations
 import re
 from typing import Any, ClassVar, Self
 
-import httpx
-
 from izin import clock
-from izin.channels._http import (DEFAULT_TIMEOUT_S, HttpAdapterMixin, post_json, reply_json, retry_after_s,
-                                 snippet)
+from izin.channels._http import (DEFAULT_TIMEOUT_S, HttpAdapterMixin, Reply, post_json, reply_json,
+                                 retry_after_s, snippet)
 from izin.channels.base import ChannelAdapter, ChannelKind, OutgoingMessage, Receipt, UrlParts, sms_size
 from izin.channels.errors import (ChannelAccountError, ChannelError, PermanentChannelError,
                                   TransientChannelError)
@@ -151,7 +149,7 @@ class NetgsmAdapter(HttpAdapterMixin, ChannelAdapter):
         body["messages"] = [{"msg": message.sms_text, "no": match.group(1)}]
         return body
 
-    def _receipt(self, response: httpx.Response, segments: int) -> Receipt:
+    def _receipt(self, response: Reply, segments: int) -> Receipt:
         status = response.status_code
         where = f"Netgsm answered HTTP {status}"
         if status == 429 or status >= 500:

@@ -24,11 +24,9 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Self
 
-import httpx
-
 from izin import clock
-from izin.channels._http import (DEFAULT_TIMEOUT_S, HttpAdapterMixin, post_json, reply_json, retry_after_s,
-                                 snippet)
+from izin.channels._http import (DEFAULT_TIMEOUT_S, HttpAdapterMixin, Reply, post_json, reply_json,
+                                 retry_after_s, snippet)
 from izin.channels.base import ChannelAdapter, ChannelKind, OutgoingMessage, Receipt, UrlParts, sms_size
 from izin.channels.errors import ChannelAccountError, PermanentChannelError, TransientChannelError
 
@@ -100,7 +98,7 @@ class WebhookAdapter(HttpAdapterMixin, ChannelAdapter):
             "delivery_id": message.delivery_id,
         }
 
-    def _receipt(self, response: httpx.Response, segments: int) -> Receipt:
+    def _receipt(self, response: Reply, segments: int) -> Receipt:
         status = response.status_code
         where = f"{self.endpoint} answered HTTP {status}"
         data = reply_json(response)

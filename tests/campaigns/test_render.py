@@ -3,7 +3,9 @@ template validation with positioned problems."""
 
 from __future__ import annotations
 
+import os
 import textwrap
+import time
 from datetime import date
 from pathlib import Path
 
@@ -251,6 +253,19 @@ def test_locale_variant_with_fallback(variant_campaign, locale, html_body, text_
     rendered = render(variant_campaign, "email", context_for(variant_campaign), SETTINGS, locale)
     assert rendered.html is not None and rendered.html.startswith(html_body + "\n<div ")
     assert rendered.text.startswith(text_body + "\n\n--\n")
+
+
+def test_template_files_are_looked_at_again_after_a_pause(variant_campaign, tmp_path, monkeypatch):
+    def html(locale):
+        rendered = render(variant_campaign, "email", context_for(variant_campaign), SETTINGS, locale)
+        return rendered.html.split("\n")[0]
+
+    assert html("tr") == "<p>Türkçe Ayşe</p>"
+    write_template(tmp_path, "k/email.html.j2", "<p>Yeni {{ contact.first_name }}</p>")
+    os.utime(tmp_path / "k/email.html.j2", (time.time() + 10, time.time() + 10))
+    assert html("tr") == "<p>Türkçe Ayşe</p>"  # the file found a moment ago
+    monkeypatch.setattr(render_module, "_RECHECK_FILES_S", 0.0)
+    assert html("tr") == "<p>Yeni Ayşe</p>"  # an edit while a worker runs is used once looked at
 
 
 def test_variant_names():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
 from typing import Any
@@ -130,6 +131,28 @@ def test_timeout_and_refused_connections_are_transient(http_server: Any, closed_
     refused = WebhookAdapter.from_url(f"webhook://127.0.0.1:{closed_port}/")
     with pytest.raises(TransientChannelError, match="not sent"):
         refused.send(sms())
+
+
+def test_sends_reuse_a_connection_until_the_server_closes_it(webhook: WebhookAdapter, http_server: Any) -> None:
+    http_server.default.body = {"id": "ok"}
+    webhook.send(sms(1))
+    webhook.send(sms(2))
+    assert http_server.connections == 1
+    http_server.reply(200, {"id": "last"}, headers={"Connection": "close"})
+    webhook.send(sms(3))
+    assert webhook.send(sms(4)).provider_id == "ok"  # on a new connection, not the one closed
+    assert (http_server.connections, len(http_server.requests)) == (2, 4)
+
+
+def test_a_connection_the_server_dropped_while_idle_is_not_used_again(webhook: WebhookAdapter,
+                                                                      http_server: Any) -> None:
+    http_server.server.RequestHandlerClass.timeout = 0.1  # the server closes a connection idle that long
+    webhook.send(sms(1))
+    time.sleep(0.4)
+    assert webhook.send(sms(2)).provider_id == ""
+    # the second message went once, on a new connection: none was lost on the dropped one
+    assert [r.json()["delivery_id"] for r in http_server.requests] == [1, 2]
+    assert http_server.connections == 2
 
 
 # --- configuration -----------------------------------------------------------------------------
