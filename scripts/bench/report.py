@@ -35,7 +35,8 @@ def write_report(table: dict[str, dict[str, Any]], sizes: list[int], command: st
              f"Python {platform.python_version()}; {versions}.", "",
              f"Command: `{command}` ({seconds / 60:.0f} minutes in all). Every izin figure stands next to the raw "
              "stack measured in the same run on the same machine: a plain batched INSERT, one plain SQL "
-             "statement, a plain dramatiq actor with smtplib, a plain SELECT written with csv.writer.", ""]
+             "statement, plain dramatiq actors with smtplib and http.client, a plain SELECT written with csv.writer.",
+             ""]
 
     def row(label: str, target: str, fn: Any) -> None:
         lines.append(f"| {label} | {target} | " + " | ".join(_cell(table[k], fn) for k in kinds) + " |")
@@ -75,6 +76,8 @@ def write_report(table: dict[str, dict[str, Any]], sizes: list[int], command: st
     row("raw stack: dramatiq + smtplib / http.client, messages per second", "",
         lambda r: f"{snd(r)['raw']['per_s']:,.0f} ({snd(r)['raw']['sent']:,} sent)")
     row("ratio izin / raw", "≥ 0.75", lambda r: f"{snd(r)['ratio']:.2f}")
+    row("worker CPU per message, ms: izin; raw", "",
+        lambda r: f"{snd(r)['izin']['worker_cpu_ms_per_message']:.2f}; {snd(r)['raw']['worker_cpu_ms_per_message']:.2f}")
     row("latency due → accepted, p50 / p99 seconds: izin; raw", "",
         lambda r: f"{snd(r)['izin']['p50_s']:.1f} / {snd(r)['izin']['p99_s']:.1f}; "
                   f"{snd(r)['raw']['p50_s']:.1f} / {snd(r)['raw']['p99_s']:.1f}")

@@ -83,6 +83,15 @@ def _wait_for_workers(client: Any, processes: int, timeout_s: float = 60) -> Non
     raise RuntimeError("the worker processes did not start")
 
 
+def _children_cpu_s() -> float:
+    """CPU seconds of the child processes waited for so far, their own children included (the
+    worker processes are waited for by dramatiq's main process, and it by us)."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _stop(process: subprocess.Popen[Any]) -> None:
     try:
         os.killpg(process.pid, signal.SIGTERM)
@@ -154,6 +163,7 @@ def engine(url: str, work: Path, campaign: Path, smtp_port: int, http_port: int,
     client = _flush_redis()
     env = {**os.environ, "IZIN_CONFIG": str(config)}
     env.pop("IZIN_NOW", None)
+    cpu_before = _children_cpu_s()
     worker = subprocess.Popen([sys.executable, "-m", "izin", "worker", "--processes", str(processes),
                                "--threads", str(threads)], cwd=work, env=env, start_new_session=True,
                               stdout=subprocess.DEVNULL, stderr=open(work / "worker.log", "w"))
@@ -179,11 +189,15 @@ def engine(url: str, work: Path, campaign: Path, smtp_port: int, http_port: int,
             if worker.poll() is not None:
                 raise RuntimeError(f"izin worker exited {worker.returncode}; see {work / 'worker.log'}")
     finally:
+        spy_cpu_s = 0.0
         if spy is not None:
             spy.send_signal(signal.SIGINT)
+            spy_cpu_s = -_children_cpu_s()
             spy.wait(timeout=60)
+            spy_cpu_s += _children_cpu_s()
         _stop(worker)
         actors.reset()
+    cpu_s = _children_cpu_s() - cpu_before - spy_cpu_s  # the workers' own, py-spy's left out
     with db.session() as session:
         rows = session.execute(select(Delivery.status, Delivery.channel, Delivery.sent_at)
                                .where(Delivery.campaign_id == campaign_id)).all()
@@ -195,7 +209,7 @@ def engine(url: str, work: Path, campaign: Path, smtp_port: int, http_port: int,
               "email": sum(1 for r in sent if r.channel == "email"), "sms": sum(1 for r in sent if r.channel == "sms"),
               "not_sent": len(rows) - len(sent), "seconds": finished - started,
               "per_s": len(sent) / (finished - started), "p50_s": percentile(latencies, 0.5),
-              "p99_s": percentile(latencies, 0.99)}
+              "p99_s": percentile(latencies, 0.99), "worker_cpu_ms_per_message": cpu_s / max(1, len(sent)) * 1e3}
     if spy is not None and (work / "py-spy.txt").exists():
         from profile_summary import summarise
 
@@ -247,6 +261,7 @@ def raw(emails: int, sms: int, smtp_port: int, http_port: int, processes: int, t
     count = len(messages)
     env = {**os.environ, "BENCH_REDIS_URL": REDIS_URL, "BENCH_SMTP_PORT": str(smtp_port),
            "BENCH_HTTP_PORT": str(http_port), "dramatiq_queue_prefetch": "200", "PYTHONPATH": str(BENCH)}
+    cpu_before = _children_cpu_s()
     worker = subprocess.Popen([sys.executable, "-m", "dramatiq", "raw_actor", "--processes", str(processes),
                                "--threads", str(threads)], cwd=BENCH, env=env, start_new_session=True,
                               stdout=subprocess.DEVNULL, stderr=open(work / "raw-worker.log", "w"))
@@ -267,12 +282,13 @@ def raw(emails: int, sms: int, smtp_port: int, http_port: int, processes: int, t
                 raise RuntimeError(f"the raw worker exited {worker.returncode}; see {work / 'raw-worker.log'}")
     finally:
         _stop(worker)
+    cpu_s = _children_cpu_s() - cpu_before
     done = [tuple(map(float, item.split(b","))) for item in client.lrange("bench:raw:done", 0, -1)]
     finished = max(accepted for _, accepted in done)
     latencies = [accepted - started for _, accepted in done]
     return {"sent": len(done), "email": emails, "sms": sms, "seconds": finished - started,
             "per_s": len(done) / (finished - started), "p50_s": percentile(latencies, 0.5),
-            "p99_s": percentile(latencies, 0.99)}
+            "p99_s": percentile(latencies, 0.99), "worker_cpu_ms_per_message": cpu_s / max(1, len(done)) * 1e3}
 
 
 def gate_cost(url: str, samples: int = 2_000) -> dict[str, float]:
