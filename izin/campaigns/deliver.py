@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import bindparam, select, text, update
+from sqlalchemy import DateTime, bindparam, select, text, update
 
 from izin import clock
 from izin.campaigns import spec
@@ -95,6 +95,7 @@ def _claim(session: Any, ids: list[int], now: datetime) -> list[Delivery]:
 
 
 _DELIVERIES = Delivery.__table__
+_CONTACTS = Contact.__table__
 #: the outcome of one attempt, fenced by the lease: a worker whose lease ran out changes nothing
 _FINISH = update(_DELIVERIES).where(_DELIVERIES.c.id == bindparam("delivery"), _DELIVERIES.c.status == "sending",
                                     _DELIVERIES.c.lease_until == bindparam("lease"))
@@ -102,29 +103,35 @@ _FINISH = update(_DELIVERIES).where(_DELIVERIES.c.id == bindparam("delivery"), _
 
 #: attempts count calls to the provider: each outcome of one adds it, in the same statement
 _CALLED = {"attempts": _DELIVERIES.c.attempts + 1}
-#: the mark after a provider accepted a message, built once: workers run it for every message
-_SENT = _FINISH.values(status="sent", sent_at=bindparam("now"), updated_at=bindparam("now"), lease_until=None,
-                       provider_id=bindparam("provider"), segments=bindparam("parts"), reason=None, detail=None,
-                       **_CALLED)
-#: the same for a group of marks in one statement on PostgreSQL (the rows as arrays): through
-#: executemany, psycopg's per-row pipeline was most of the marks' cost
+#: the mark after a provider accepted a message, for a group of marks at once (marks.py), each
+#: fenced by its lease: on PostgreSQL one statement over arrays of the rows (through executemany,
+#: psycopg's per-row pipeline was most of the marks' cost), on SQLite the driver's executemany
+#: (SQLAlchemy's per-row parameter handling cost more than SQLite's update)
 _SENT_ARRAYS = text("""
     UPDATE deliveries AS d SET status = 'sent', sent_at = m.sent_at, updated_at = m.sent_at, lease_until = NULL,
         provider_id = m.provider, segments = m.parts, reason = NULL, detail = NULL, attempts = d.attempts + 1
     FROM unnest(CAST(:ids AS integer[]), CAST(:leases AS timestamp[]), CAST(:sent AS timestamp[]),
                 CAST(:providers AS varchar[]), CAST(:parts AS smallint[])) AS m(id, lease, sent_at, provider, parts)
     WHERE d.id = m.id AND d.status = 'sending' AND d.lease_until = m.lease""")
+_SENT_ROWS = ("UPDATE deliveries SET status = 'sent', sent_at = ?, updated_at = ?, lease_until = NULL, provider_id = ?, "
+              "segments = ?, reason = NULL, detail = NULL, attempts = attempts + 1 "
+              "WHERE id = ? AND status = 'sending' AND lease_until = ?")
 
 
 def _write_sent(connection: Any, rows: list[Mapping[str, Any]]) -> None:
-    """Mark a group of deliveries sent (rows of _SENT's parameters), each fenced by its lease."""
-    if connection.dialect.name != "postgresql":
-        connection.execute(_SENT, rows)
+    """Mark a group of deliveries sent. Each row: delivery (id), lease (the claim it holds), now
+    (when it was sent, on the engine's clock), provider (its id for the message), parts (SMS)."""
+    if connection.dialect.name == "postgresql":
+        connection.execute(_SENT_ARRAYS, {
+            "ids": [row["delivery"] for row in rows], "leases": [_naive_utc(row["lease"]) for row in rows],
+            "sent": [_naive_utc(row["now"]) for row in rows], "providers": [row["provider"] for row in rows],
+            "parts": [row["parts"] for row in rows]})
         return
-    connection.execute(_SENT_ARRAYS, {
-        "ids": [row["delivery"] for row in rows], "leases": [_naive_utc(row["lease"]) for row in rows],
-        "sent": [_naive_utc(row["now"]) for row in rows], "providers": [row["provider"] for row in rows],
-        "parts": [row["parts"] for row in rows]})
+    # the text SQLAlchemy stores a datetime as on SQLite, so that the lease compares equal
+    stamp = DateTime().dialect_impl(connection.dialect).bind_processor(connection.dialect)
+    connection.exec_driver_sql(_SENT_ROWS, [
+        (stamp(_naive_utc(row["now"])), stamp(_naive_utc(row["now"])), row["provider"], row["parts"], row["delivery"],
+         stamp(_naive_utc(row["lease"]))) for row in rows])
 
 
 def _naive_utc(value: datetime) -> datetime:
@@ -417,11 +424,12 @@ class Sender:
         return {item.message.delivery_id: Outcome(status, reason, detail) for item in items}
 
     def _load(self, session: Any, deliveries: list[Delivery], now: datetime
-              ) -> tuple[list[Delivery], dict[int, Contact], dict[int, spec.Campaign], dict[int, Outcome]]:
+              ) -> tuple[list[Delivery], dict[int, Any], dict[int, spec.Campaign], dict[int, Outcome]]:
         """The deliveries' contacts and parsed campaigns, by id, in two queries. A campaign that
         cannot be read fails its own deliveries (recorded, returned by id), not the whole batch."""
-        contacts = {c.id: c for c in session.scalars(
-            select(Contact).where(Contact.id.in_({d.contact_id for d in deliveries})))}
+        # rows, not ORM objects: they are only read, and loading objects was a third of this
+        contacts = {c.id: c for c in session.execute(
+            select(_CONTACTS).where(_CONTACTS.c.id.in_({d.contact_id for d in deliveries})))}
         campaigns: dict[int, spec.Campaign] = {}
         broken: dict[int, str] = {}
         for row in session.scalars(select(CampaignRow).where(CampaignRow.id.in_({d.campaign_id for d in deliveries}))):
