@@ -278,7 +278,7 @@ class Sender:
                           if settings.channels[channel].rate}
         self._campaigns: dict[tuple[int, datetime | None], spec.Campaign] = {}
         # the threads' sends are marked by one writer, in groups (see marks.py)
-        self._marks = GroupCommit(db, _write_sent)
+        self._marks = GroupCommit(db, _write_sent, one_statement=True)
 
     def adapter(self, channel: str) -> Any:
         return self._adapters[channel]

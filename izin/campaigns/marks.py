@@ -38,9 +38,12 @@ class GroupCommit:
     """Writes the rows of many threads' `record(row)` calls in one transaction; `record` returns
     once the caller's row is committed, or raises what stopped the commit."""
 
-    def __init__(self, db: Database, write: Write, name: str = "izin-marks") -> None:
+    def __init__(self, db: Database, write: Write, name: str = "izin-marks", one_statement: bool = False) -> None:
+        """`one_statement`: `write` runs a single statement, which PostgreSQL then commits as it
+        runs (Database.autocommit: one round trip instead of BEGIN, statement, COMMIT)."""
         self._db = db
         self._write_rows = write
+        self._one_statement = one_statement
         self._name = name
         self._queue: list[tuple[Mapping[str, Any], Future[None]]] = []
         self._lock = threading.Condition()
@@ -97,7 +100,7 @@ class GroupCommit:
         for attempt in range(ATTEMPTS):
             try:
                 if connection is None:
-                    connection = self._db.engine.connect()
+                    connection = self._db.autocommit() if self._one_statement else self._db.engine.connect()
                 with connection.begin():
                     self._write_rows(connection, rows)
                 return connection

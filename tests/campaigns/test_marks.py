@@ -88,11 +88,11 @@ def test_a_failed_commit_raises_in_every_caller_of_its_group_and_the_writer_goes
 
 
 def test_sent_marks_are_written_only_under_the_lease_they_name(db, settings):
-    for i in range(3):
+    for i in range(4):
         person(db, f"C{i}", phone=f"+90532111223{i}")
         consent(db, f"C{i}", "sms")
     ids = sorted(schedule(db, settings).ids)
-    lease, sent_at = AT + timedelta(minutes=5), AT + timedelta(seconds=1)
+    lease, sent_at = AT + timedelta(minutes=5, microseconds=250_001), AT + timedelta(seconds=1, microseconds=7)
     with db.session() as session:
         session.execute(update(Delivery).values(status="sending", lease_until=lease, attempts=1))
     rows = [{"delivery": ids[0], "lease": lease, "now": sent_at, "provider": "p-0", "parts": None},
@@ -101,8 +101,12 @@ def test_sent_marks_are_written_only_under_the_lease_they_name(db, settings):
             {"delivery": ids[2], "lease": lease - timedelta(minutes=1), "now": sent_at, "provider": "p-2", "parts": 1}]
     with db.engine.begin() as connection:
         _write_sent(connection, rows)
+    # as a worker writes them: one statement, committed as it runs on PostgreSQL
+    marks = GroupCommit(db, _write_sent, one_statement=True)
+    marks.record({"delivery": ids[3], "lease": lease, "now": sent_at, "provider": "p-3", "parts": 1})
+    marks.close()
     with db.session() as session:
         stored = session.execute(select(Delivery.status, Delivery.sent_at, Delivery.provider_id, Delivery.segments,
                                         Delivery.attempts, Delivery.lease_until).order_by(Delivery.id)).all()
     assert [tuple(r) for r in stored] == [("sent", sent_at, "p-0", None, 2, None), ("sent", sent_at, "", 2, 2, None),
-                                          ("sending", None, None, None, 1, lease)]
+                                          ("sending", None, None, None, 1, lease), ("sent", sent_at, "p-3", 1, 2, None)]
