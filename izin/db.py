@@ -131,7 +131,8 @@ def _begin_immediate(connection: Connection) -> None:
                 dbapi.execute("BEGIN IMMEDIATE")
                 return
             except sqlite3.OperationalError as exc:
-                if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY:
+                # extended codes (SQLITE_BUSY_RECOVERY after a crash, ...) are busy too
+                if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY:
                     break
             time.sleep(0.0005)
         connection.exec_driver_sql("BEGIN IMMEDIATE")  # raises what stopped it, as SQLAlchemy raises it

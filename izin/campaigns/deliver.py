@@ -96,6 +96,7 @@ def _claim(session: Any, ids: list[int], now: datetime) -> list[Delivery]:
 
 _DELIVERIES = Delivery.__table__
 _CONTACTS = Contact.__table__
+_PROVIDER_ID_MAX = _DELIVERIES.c.provider_id.type.length
 #: the outcome of one attempt, fenced by the lease: a worker whose lease ran out changes nothing
 _FINISH = update(_DELIVERIES).where(_DELIVERIES.c.id == bindparam("delivery"), _DELIVERIES.c.status == "sending",
                                     _DELIVERIES.c.lease_until == bindparam("lease"))
@@ -393,8 +394,11 @@ class Sender:
     def _record_sent(self, delivery_id: int, lease: datetime, receipt: Receipt) -> None:
         """Mark the message sent, committed (durably) before this thread sends the next."""
         # sent_at is on the engine's clock, the one consent and windows were judged by
+        # an id longer than the column would fail the mark after every send, and the message would
+        # go again each time its lease ran out: the start of it is kept (a delivery report naming
+        # the whole id then finds nothing, which is the lesser harm)
         self._marks.record({"delivery": delivery_id, "lease": lease, "now": self.now(),
-                            "provider": receipt.provider_id, "parts": receipt.segments})
+                            "provider": receipt.provider_id[:_PROVIDER_ID_MAX], "parts": receipt.segments})
 
     def _transient(self, delivery_id: int, lease: datetime, reason: str, detail: str,
                    retry_after_s: float | None) -> Outcome:

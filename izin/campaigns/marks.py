@@ -12,8 +12,10 @@ per group (what PostgreSQL itself does for concurrent commits, and SQLite does n
 
 from __future__ import annotations
 
+import os
 import threading
 import time
+import weakref
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from typing import Any
@@ -32,6 +34,8 @@ ATTEMPTS = 5
 
 #: writes a group's rows in the transaction open on the connection
 Write = Callable[[Connection, list[Mapping[str, Any]]], None]
+#: every GroupCommit made, to be reset in a forked child
+_INSTANCES: weakref.WeakSet[GroupCommit] = weakref.WeakSet()
 
 
 class GroupCommit:
@@ -45,6 +49,12 @@ class GroupCommit:
         self._write_rows = write
         self._one_statement = one_statement
         self._name = name
+        self._reset()
+        _INSTANCES.add(self)
+
+    def _reset(self) -> None:
+        """Nothing queued and no writer: as made, and in a forked child, which has none of its
+        parent's threads (and may have copied the lock held)."""
         self._queue: list[tuple[Mapping[str, Any], Future[None]]] = []
         self._lock = threading.Condition()
         self._writer: threading.Thread | None = None
@@ -53,13 +63,22 @@ class GroupCommit:
     def record(self, row: Mapping[str, Any]) -> None:
         done: Future[None] = Future()
         with self._lock:
-            if self._closing:
-                raise RuntimeError("the sender is closed")
-            self._queue.append((row, done))
-            if self._writer is None:
-                self._writer = threading.Thread(target=self._write, name=self._name, daemon=True)
-                self._writer.start()
-            self._lock.notify()
+            closing = self._closing
+            if not closing:
+                self._queue.append((row, done))
+                if self._writer is None or not self._writer.is_alive():
+                    writer = threading.Thread(target=self._write, name=self._name, daemon=True)
+                    try:
+                        writer.start()
+                    except BaseException:
+                        self._queue.remove((row, done))
+                        raise
+                    self._writer = writer
+                self._lock.notify()
+        if closing:
+            # the writer is stopping, and this is the mark of a message already sent: write it here
+            self._commit(None, [row]).close()
+            return
         done.result()
 
     def close(self) -> None:
@@ -84,15 +103,28 @@ class GroupCommit:
                 group, self._queue = self._queue[:MAX_GROUP], self._queue[MAX_GROUP:]
             try:
                 connection = self._commit(connection, [row for row, _ in group])
-            except BaseException as exc:  # every waiter learns why its mark is not recorded
+            except BaseException as exc:
                 connection = None
-                for _, done in group:
+                if len(group) > 1 and not isinstance(exc, ServiceUnavailable):
+                    # a value one row carries that the database refuses must not lose the others
+                    self._one_by_one(group)
+                    continue
+                for _, done in group:  # every waiter learns why its mark is not recorded
                     done.set_exception(exc)
             else:
                 for _, done in group:
                     done.set_result(None)
         if connection is not None:
             connection.close()
+
+    def _one_by_one(self, group: list[tuple[Mapping[str, Any], Future[None]]]) -> None:
+        for row, done in group:
+            try:
+                self._commit(None, [row]).close()
+            except BaseException as exc:
+                done.set_exception(exc)
+            else:
+                done.set_result(None)
 
     def _commit(self, connection: Any, rows: list[Mapping[str, Any]]) -> Any:
         """One transaction for the rows, on the writer's connection (opened again after a failure);
@@ -117,3 +149,12 @@ class GroupCommit:
                     raise ServiceUnavailable(f"database unreachable ({self._db.redacted_url}): {exc.orig}") from None
                 time.sleep(0.5 * 2 ** attempt)
         raise AssertionError("unreachable")
+
+
+def _after_fork_in_child() -> None:
+    for marks in list(_INSTANCES):
+        marks._reset()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

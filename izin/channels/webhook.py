@@ -67,7 +67,11 @@ class WebhookAdapter(HttpAdapterMixin, ChannelAdapter):
         host = f"[{parts.host}]" if ":" in parts.host else parts.host
         port = f":{parts.port}" if parts.port else ""
         endpoint = f"{cls.http_scheme}://{host}{port}{parts.path or '/'}"
-        return cls(url, endpoint=endpoint, token=parts.text("token"), originator=parts.text("from"),
+        token = parts.text("token")
+        if not all(" " < char <= "~" for char in token):
+            # it goes into a header as it is: a line break would start another one
+            raise parts.error("token= must be printable ASCII without spaces (percent-encode nothing else)")
+        return cls(url, endpoint=endpoint, token=token, originator=parts.text("from"),
                    timeout_s=parts.seconds("timeout", DEFAULT_TIMEOUT_S),
                    max_segments=parts.integer("max_segments", DEFAULT_MAX_SEGMENTS))
 

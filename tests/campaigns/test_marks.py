@@ -3,6 +3,8 @@ committed; and the sent marks it writes, fenced by the lease, on both backends."
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 from datetime import timedelta
@@ -38,36 +40,43 @@ def table(db):
     _METADATA.drop_all(db.engine)
 
 
-def test_rows_queued_during_a_commit_share_the_next_and_each_caller_returns_once_committed(db, table):
+def _held_first_commit(db, kind=GroupCommit):
+    """A GroupCommit whose first commit waits for the returned event: what is recorded meanwhile
+    queues for the next group."""
     commits: list[int] = []
-    first_commit_may_end = threading.Event()
+    release = threading.Event()
 
-    def write(connection, rows):
-        _insert(connection, rows)
+    def held(connection, rows):
         commits.append(len(rows))
+        _insert(connection, rows)
         if len(commits) == 1:
-            first_commit_may_end.wait(10)
+            release.wait(10)
 
-    marks = GroupCommit(db, write)
+    marks = kind(db, held)
+    first = threading.Thread(target=marks.record, args=({"id": 0, "thread": 0},))
+    first.start()
+    _wait_until(lambda: commits == [1])
+    return marks, release, first, commits
+
+
+def test_rows_queued_during_a_commit_share_the_next_and_each_caller_returns_once_committed(db, table):
+    marks, release, first, commits = _held_first_commit(db)
     returned: list[int] = []
 
     def record(i):
         marks.record({"id": i, "thread": i})
         returned.append(i)
 
-    first = threading.Thread(target=record, args=(0,))
-    first.start()
-    _wait_until(lambda: commits == [1])
     others = [threading.Thread(target=record, args=(i,)) for i in range(1, 16)]
     for thread in others:
         thread.start()
     _wait_until(lambda: len(marks._queue) == 15)
     assert returned == []  # nobody is back before the commit that holds their row
-    first_commit_may_end.set()
+    release.set()
     for thread in [first, *others]:
         thread.join(10)
     assert commits == [1, 15]
-    assert sorted(returned) == list(range(16))
+    assert sorted(returned) == list(range(1, 16))
     with db.engine.connect() as connection:
         assert sorted(connection.scalars(select(table.c.id))) == list(range(16))
     marks.close()
@@ -85,6 +94,74 @@ def test_a_failed_commit_raises_in_every_caller_of_its_group_and_the_writer_goes
     with db.engine.connect() as connection:
         assert connection.execute(select(table.c.id, table.c.thread).order_by(table.c.id)).all() == [
             (1, 0), (2, 2), (3, 3)]
+
+
+def test_a_row_the_database_refuses_fails_its_own_caller_and_not_the_others_of_its_group(db, table):
+    marks, release, first, _ = _held_first_commit(db)
+    errors: dict[int, BaseException | None] = {}
+
+    def record(i, key):
+        try:
+            marks.record({"id": key, "thread": i})
+            errors[i] = None
+        except BaseException as exc:
+            errors[i] = exc
+
+    threads = [threading.Thread(target=record, args=(i, key)) for i, key in ((1, 1), (2, 0), (3, 3))]
+    for thread in threads:
+        thread.start()
+    _wait_until(lambda: len(marks._queue) == 3)
+    release.set()
+    for thread in [first, *threads]:
+        thread.join(10)
+    assert errors[1] is None and errors[3] is None
+    assert isinstance(errors[2], IntegrityError)  # id 0 exists: only this one fails
+    with db.engine.connect() as connection:
+        assert sorted(connection.scalars(select(table.c.id))) == [0, 1, 3]
+    marks.close()
+
+
+def test_a_mark_recorded_while_the_writer_closes_is_written_all_the_same(db, table):
+    own_commits: list[list] = []
+
+    class Watched(GroupCommit):
+        def _commit(self, connection, rows):
+            if connection is None and threading.current_thread().name != "izin-marks":
+                own_commits.append(rows)  # on the recording thread's own connection
+            return super()._commit(connection, rows)
+
+    marks, release, first, _ = _held_first_commit(db, Watched)
+    closer = threading.Thread(target=marks.close)
+    closer.start()
+    _wait_until(lambda: marks._closing)
+    late = threading.Thread(target=marks.record, args=({"id": 7, "thread": 7},))
+    late.start()
+    _wait_until(lambda: own_commits)  # not refused: written on its own (SQLite: once the lock is free)
+    release.set()
+    for thread in (first, closer, late):
+        thread.join(10)
+    assert own_commits == [[{"id": 7, "thread": 7}]]
+    with db.engine.connect() as connection:
+        assert sorted(connection.scalars(select(table.c.id))) == [0, 7]
+
+
+def test_a_forked_child_records_with_a_writer_of_its_own(db, table):
+    marks = GroupCommit(db, _insert)
+    marks.record({"id": 1, "thread": 0})  # the parent's writer is running
+    child = os.fork()
+    if child == 0:  # pragma: no cover (the child's outcome is its exit status)
+        signal.alarm(10)  # a child that hangs waiting for its parent's writer dies instead
+        try:
+            db.engine.dispose(close=False)  # the parent's connections are the parent's
+            marks.record({"id": 2, "thread": 1})
+            os._exit(0)
+        except BaseException:
+            os._exit(1)
+    _, status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    marks.close()
+    with db.engine.connect() as connection:
+        assert sorted(connection.scalars(select(table.c.id))) == [1, 2]
 
 
 def test_sent_marks_are_written_only_under_the_lease_they_name(db, settings):

@@ -144,6 +144,16 @@ def test_sends_reuse_a_connection_until_the_server_closes_it(webhook: WebhookAda
     assert (http_server.connections, len(http_server.requests)) == (2, 4)
 
 
+def test_an_endpoint_without_a_port_is_reached_on_the_schemes_port() -> None:
+    from izin.channels._http import HttpClient
+
+    client = HttpClient(2.0)
+    made = {(scheme, host): client._new_connection(scheme, host, None) for scheme, host in
+            [("http", "::1"), ("https", "::1"), ("https", "sms.example.com")]}
+    assert {key: (c.host, c.port) for key, c in made.items()} == {
+        ("http", "::1"): ("::1", 80), ("https", "::1"): ("::1", 443), ("https", "sms.example.com"): ("sms.example.com", 443)}
+
+
 def test_a_connection_the_server_dropped_while_idle_is_not_used_again(webhook: WebhookAdapter,
                                                                       http_server: Any) -> None:
     http_server.server.RequestHandlerClass.timeout = 0.1  # the server closes a connection idle that long
@@ -174,6 +184,8 @@ def test_url_shapes() -> None:
     ("webhooks://user:pw@host/", r"takes its secret as \?token="),
     ("webhooks://host/?max_segments=0", "max_segments='0' must be a whole number of at least 1"),
     ("webhooks://host/?api_key=1", "unknown option 'api_key'"),
+    ("webhooks://host/?token=abc%0D%0AX-Injected:%201", "token= must be printable ASCII"),
+    ("webhooks://host/?token=%C5%9Fifre", "token= must be printable ASCII"),
 ])
 def test_bad_urls(url: str, error: str) -> None:
     with pytest.raises(ChannelConfigError, match=error):
