@@ -22,7 +22,7 @@ import time as time_module
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -31,8 +31,8 @@ from sqlalchemy import DateTime, bindparam, select, text, update
 
 from izin import clock
 from izin.campaigns import spec
-from izin.campaigns.models import Campaign as CampaignRow
 from izin.campaigns.marks import GroupCommit
+from izin.campaigns.models import Campaign as CampaignRow
 from izin.campaigns.models import Delivery
 from izin.campaigns.plan import cap_counts, cap_release, caps_for
 from izin.campaigns.schedule import free_to_take
@@ -45,7 +45,7 @@ from izin.consent.bounces import normalise, undeliverable_set
 from izin.consent.gate import IYS_PENDING, Decision, may_send_many, usable_address
 from izin.consent.models import Contact, ContactEvent
 from izin.consent.tokens import unsubscribe_url
-from izin.db import Database
+from izin.db import Database, naive_utc
 
 #: how long a claim holds; renewed whenever a batch is checked again, longer than any adapter call
 LEASE = timedelta(minutes=5)
@@ -124,20 +124,15 @@ def _write_sent(connection: Any, rows: list[Mapping[str, Any]]) -> None:
     (when it was sent, on the engine's clock), provider (its id for the message), parts (SMS)."""
     if connection.dialect.name == "postgresql":
         connection.execute(_SENT_ARRAYS, {
-            "ids": [row["delivery"] for row in rows], "leases": [_naive_utc(row["lease"]) for row in rows],
-            "sent": [_naive_utc(row["now"]) for row in rows], "providers": [row["provider"] for row in rows],
+            "ids": [row["delivery"] for row in rows], "leases": [naive_utc(row["lease"]) for row in rows],
+            "sent": [naive_utc(row["now"]) for row in rows], "providers": [row["provider"] for row in rows],
             "parts": [row["parts"] for row in rows]})
         return
     # the text SQLAlchemy stores a datetime as on SQLite, so that the lease compares equal
     stamp = DateTime().dialect_impl(connection.dialect).bind_processor(connection.dialect)
     connection.exec_driver_sql(_SENT_ROWS, [
-        (stamp(_naive_utc(row["now"])), stamp(_naive_utc(row["now"])), row["provider"], row["parts"], row["delivery"],
-         stamp(_naive_utc(row["lease"]))) for row in rows])
-
-
-def _naive_utc(value: datetime) -> datetime:
-    """As UTCDateTime stores it."""
-    return value.astimezone(timezone.utc).replace(tzinfo=None)
+        (stamp(naive_utc(row["now"])), stamp(naive_utc(row["now"])), row["provider"], row["parts"], row["delivery"],
+         stamp(naive_utc(row["lease"]))) for row in rows])
 
 
 def _finish(db: Database, delivery_id: int, lease: datetime, now: datetime, **values: Any) -> None:
@@ -393,10 +388,10 @@ class Sender:
 
     def _record_sent(self, delivery_id: int, lease: datetime, receipt: Receipt) -> None:
         """Mark the message sent, committed (durably) before this thread sends the next."""
-        # sent_at is on the engine's clock, the one consent and windows were judged by
-        # an id longer than the column would fail the mark after every send, and the message would
-        # go again each time its lease ran out: the start of it is kept (a delivery report naming
-        # the whole id then finds nothing, which is the lesser harm)
+        # sent_at is on the engine's clock, the one consent and windows were judged by. A provider
+        # id longer than the column would fail the mark after every send, and the message would go
+        # again each time its lease ran out: its start is kept (a delivery report naming the whole
+        # id then finds nothing, the lesser harm)
         self._marks.record({"delivery": delivery_id, "lease": lease, "now": self.now(),
                             "provider": receipt.provider_id[:_PROVIDER_ID_MAX], "parts": receipt.segments})
 
@@ -489,7 +484,7 @@ class Sender:
         every other thread's claim and `sent` mark would wait for a whole batch's templates.
         """
         outcomes: dict[int, Outcome] = {}
-        allowed: list[tuple[Delivery, Contact, spec.Campaign, dict[str, Any] | None, str]] = []
+        allowed: list[tuple[Delivery, Any, spec.Campaign, dict[str, Any] | None, str]] = []
         with self.db.session(durable=False) as session:
             deliveries = _claim(session, ids, now)
             if not deliveries:
@@ -527,7 +522,7 @@ class Sender:
             outcomes.update({i: Outcome("failed", reason, detail) for i, (_, reason, detail) in unrenderable.items()})
         return outcomes, ready
 
-    def _message(self, delivery: Delivery, contact: Contact, campaign: spec.Campaign, event: dict[str, Any] | None,
+    def _message(self, delivery: Delivery, contact: Any, campaign: spec.Campaign, event: dict[str, Any] | None,
                  recipient: str) -> OutgoingMessage:
         """The delivery rendered for its contact, or _Unrenderable saying why it cannot go."""
         from izin.campaigns.render import RenderError, build_context, promotion_in, render
