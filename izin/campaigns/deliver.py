@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import DateTime, bindparam, select, text, update
+from sqlalchemy import bindparam, select, text, update
 
 from izin import clock
 from izin.campaigns import spec
@@ -45,7 +45,7 @@ from izin.consent.bounces import normalise, undeliverable_set
 from izin.consent.gate import IYS_PENDING, Decision, may_send_many, usable_address
 from izin.consent.models import Contact, ContactEvent
 from izin.consent.tokens import unsubscribe_url
-from izin.db import Database, naive_utc
+from izin.db import Database
 
 #: how long a claim holds; renewed whenever a batch is checked again, longer than any adapter call
 LEASE = timedelta(minutes=5)
@@ -122,17 +122,18 @@ _SENT_ROWS = ("UPDATE deliveries SET status = 'sent', sent_at = ?, updated_at = 
 def _write_sent(connection: Any, rows: list[Mapping[str, Any]]) -> None:
     """Mark a group of deliveries sent. Each row: delivery (id), lease (the claim it holds), now
     (when it was sent, on the engine's clock), provider (its id for the message), parts (SMS)."""
-    if connection.dialect.name == "postgresql":
+    dialect = connection.dialect
+    # the instants as the column stores them (naive UTC; on SQLite its text), so the lease compares equal
+    stored = _DELIVERIES.c.lease_until.type.dialect_impl(dialect).bind_processor(dialect)
+    if dialect.name == "postgresql":
         connection.execute(_SENT_ARRAYS, {
-            "ids": [row["delivery"] for row in rows], "leases": [naive_utc(row["lease"]) for row in rows],
-            "sent": [naive_utc(row["now"]) for row in rows], "providers": [row["provider"] for row in rows],
+            "ids": [row["delivery"] for row in rows], "leases": [stored(row["lease"]) for row in rows],
+            "sent": [stored(row["now"]) for row in rows], "providers": [row["provider"] for row in rows],
             "parts": [row["parts"] for row in rows]})
         return
-    # the text SQLAlchemy stores a datetime as on SQLite, so that the lease compares equal
-    stamp = DateTime().dialect_impl(connection.dialect).bind_processor(connection.dialect)
     connection.exec_driver_sql(_SENT_ROWS, [
-        (stamp(naive_utc(row["now"])), stamp(naive_utc(row["now"])), row["provider"], row["parts"], row["delivery"],
-         stamp(naive_utc(row["lease"]))) for row in rows])
+        (stored(row["now"]), stored(row["now"]), row["provider"], row["parts"], row["delivery"], stored(row["lease"]))
+        for row in rows])
 
 
 def _finish(db: Database, delivery_id: int, lease: datetime, now: datetime, **values: Any) -> None:

@@ -72,22 +72,23 @@ class HttpClient:
     def post(self, url: str, body: bytes, headers: dict[str, str]) -> Reply:
         parts = urlsplit(url)
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        connection = self._connection(parts.scheme, parts.hostname or "", parts.port)
+        key = (parts.scheme, parts.hostname or "", parts.port)
+        connection = self._connection(key)
         try:
             connection.request("POST", path, body, {"User-Agent": "izin", **headers})
             response = connection.getresponse()
             reply = Reply(response.status, {name.lower(): value for name, value in response.getheaders()},
                           response.read())
         except (OSError, http.client.HTTPException) as exc:
-            self._discard(connection)
+            self._discard(key, connection)
             raise _NoAnswer(_reason(exc)) from None
         except BaseException:
-            self._discard(connection)  # left in the middle of a request: never used again
+            self._discard(key, connection)  # left in the middle of a request: never used again
             raise
         if response.will_close:
-            self._discard(connection)
+            self._discard(key, connection)
         else:
-            self._local.used[connection] = time.monotonic()
+            self._held()[key] = (connection, time.monotonic())
         return reply
 
     def close(self) -> None:
@@ -97,27 +98,30 @@ class HttpClient:
             connection.close()
         self._local = threading.local()
 
-    def _connection(self, scheme: str, host: str, port: int | None) -> http.client.HTTPConnection:
-        if not hasattr(self._local, "connections"):
-            self._local.connections, self._local.used = {}, {}
-        connections: dict[tuple[str, str, int | None], http.client.HTTPConnection] = self._local.connections
-        key = (scheme, host, port)
-        connection = connections.get(key)
-        if connection is not None:
-            idle_s = time.monotonic() - self._local.used.get(connection, 0.0)
-            if connection.sock is not None and idle_s < KEEPALIVE_S and not _readable(connection.sock):
+    def _held(self) -> dict[tuple[str, str, int | None], tuple[http.client.HTTPConnection, float]]:
+        """This thread's open connections by (scheme, host, port), with when each was last used."""
+        if not hasattr(self._local, "held"):
+            self._local.held = {}
+        return self._local.held  # type: ignore[no-any-return]
+
+    def _connection(self, key: tuple[str, str, int | None]) -> http.client.HTTPConnection:
+        held = self._held().get(key)
+        if held is not None:
+            connection, used_at = held
+            if (connection.sock is not None and time.monotonic() - used_at < KEEPALIVE_S
+                    and not _readable(connection.sock)):
                 return connection
             # closed by the server while idle (readable at EOF), or idle so long that the server
             # may be closing it right now: a request on it could be lost
-            self._discard(connection)
-        connection = self._new_connection(scheme, host, port)
+            self._discard(key, connection)
+        connection = self._new_connection(*key)
         try:
             connection.connect()
             connection.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except (OSError, http.client.HTTPException) as exc:
             connection.close()
             raise _Unreachable(_reason(exc)) from None
-        connections[key] = connection
+        self._held()[key] = (connection, time.monotonic())
         with self._lock:
             self._open.append(connection)
         return connection
@@ -132,13 +136,9 @@ class HttpClient:
             return http.client.HTTPSConnection(host, port, timeout=self.timeout_s, context=self._tls)
         return http.client.HTTPConnection(host, port, timeout=self.timeout_s)
 
-    def _discard(self, connection: http.client.HTTPConnection) -> None:
+    def _discard(self, key: tuple[str, str, int | None], connection: http.client.HTTPConnection) -> None:
         connection.close()
-        connections = getattr(self._local, "connections", {})
-        for key, held in list(connections.items()):
-            if held is connection:
-                del connections[key]
-        getattr(self._local, "used", {}).pop(connection, None)
+        self._held().pop(key, None)
         with self._lock:
             if connection in self._open:
                 self._open.remove(connection)
