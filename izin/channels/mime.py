@@ -24,8 +24,8 @@ import hashlib
 import quopri
 import re
 from dataclasses import dataclass
+from datetime import datetime
 from email.errors import HeaderParseError
-from email.header import Header
 from email.headerregistry import Address
 from email.utils import format_datetime, formataddr
 from functools import lru_cache
@@ -33,7 +33,8 @@ from functools import lru_cache
 from izin import clock
 from izin.channels.base import OutgoingMessage
 
-__all__ = ["BadAddress", "Email", "LIST_UNSUBSCRIBE_POST", "build_email", "is_bad_recipient", "message_id"]
+__all__ = ["BadAddress", "Email", "LIST_UNSUBSCRIBE_POST", "build_email", "is_bad_recipient", "is_dot_atom",
+           "message_id"]
 
 #: The one value RFC 8058 allows for List-Unsubscribe-Post.
 LIST_UNSUBSCRIBE_POST = "List-Unsubscribe=One-Click"
@@ -95,7 +96,7 @@ def build_email(message: OutgoingMessage, from_addr: str, *, utf8: bool = False)
     put("From", _from_header(from_addr, message.from_name))
     put("To", _check_address(message.to, "To"))
     put("Subject", message.subject)
-    put("Date", format_datetime(clock.now().astimezone(clock.ISTANBUL)))
+    put("Date", _date(clock.now().replace(microsecond=0)))
     put("Message-ID", identity)
     if message.list_unsubscribe_url:
         targets = [f"<{message.list_unsubscribe_url}>"]
@@ -139,7 +140,50 @@ def _header(name: str, value: str, utf8: bool) -> str:
         raise ValueError(f"header {name!r} may not contain a line break")
     if value.isascii() or utf8:
         return f"{name}: {value}".replace("\n ", _CRLF + " ")
-    return f"{name}: " + Header(value, "utf-8", header_name=name).encode(linesep=_CRLF)
+    return f"{name}: " + _encoded_words(" ".join(value.split("\n ")), len(name) + 2)
+
+
+#: RFC 2047 "Q" words: what may stand for itself in a word of an unstructured header (5 (3))
+_Q_SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789!*+-/")
+#: an encoded word and the line that holds it (the header's name on the first)
+_WORD_MAX, _LINE_MAX = 75, 76
+_WORD_OPEN, _WORD_CLOSE = "=?utf-8?q?", "?="
+
+
+@lru_cache(maxsize=1024)
+def _q(char: str) -> str:
+    if char in _Q_SAFE:
+        return char
+    if char == " ":
+        return "_"
+    return "".join(f"={byte:02X}" for byte in char.encode("utf-8"))
+
+
+def _encoded_words(value: str, taken: int) -> str:
+    """``value`` as UTF-8 Q-encoded words, folded so that no line passes 76 characters (the first
+    has ``taken`` of them already) and no character is split between words (RFC 2047 5, 6.3).
+
+    email.header.Header did this at about a twentieth of a worker's CPU per message."""
+    words: list[str] = []
+    room = min(_WORD_MAX, _LINE_MAX - taken) - len(_WORD_OPEN) - len(_WORD_CLOSE)
+    word: list[str] = []
+    used = 0
+    for char in value:
+        encoded = _q(char)
+        if used + len(encoded) > room and word:
+            words.append(_WORD_OPEN + "".join(word) + _WORD_CLOSE)
+            word, used = [], 0
+            room = _WORD_MAX - len(_WORD_OPEN) - len(_WORD_CLOSE)  # a folded line: " " and the word
+        word.append(encoded)
+        used += len(encoded)
+    words.append(_WORD_OPEN + "".join(word) + _WORD_CLOSE)
+    return (_CRLF + " ").join(words)
+
+
+@lru_cache(maxsize=4)
+def _date(now: datetime) -> str:
+    # whole seconds: thousands of messages a second share one formatting
+    return format_datetime(now.astimezone(clock.ISTANBUL))
 
 
 @lru_cache(maxsize=64)
@@ -163,8 +207,13 @@ _DOT_ATOM_ADDRESS = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!
                                r"@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*")
 
 
+def is_dot_atom(addr_spec: str) -> bool:
+    """Whether the address is a plain local@domain of dot-atoms (no quoting, no comments)."""
+    return _DOT_ATOM_ADDRESS.fullmatch(addr_spec) is not None
+
+
 def _check_address(addr_spec: str, header: str) -> str:
-    if _DOT_ATOM_ADDRESS.fullmatch(addr_spec):
+    if is_dot_atom(addr_spec):
         return addr_spec
     try:
         address = Address(addr_spec=addr_spec)

@@ -37,7 +37,7 @@ from izin import clock
 from izin.channels.base import ChannelAdapter, ChannelKind, OutgoingMessage, Receipt, UrlParts
 from izin.channels.errors import (ChannelAccountError, ChannelError, PermanentChannelError,
                                   TransientChannelError)
-from izin.channels.mime import build_email, is_bad_recipient
+from izin.channels.mime import build_email, is_bad_recipient, is_dot_atom
 
 __all__ = ["DEFAULT_TIMEOUT_S", "SmtpAdapter", "SmtpsAdapter"]
 
@@ -140,7 +140,7 @@ class SmtpAdapter(ChannelAdapter):
                         adapter=self.scheme)
                 options = ["SMTPUTF8", "BODY=8BITMIME"]
             try:
-                code, reply = connection.mail(from_addr, options)
+                code, reply = _command(connection, "MAIL FROM", from_addr, options)
             except (smtplib.SMTPServerDisconnected, OSError) as exc:
                 self._discard(connection)
                 if fresh:
@@ -153,10 +153,10 @@ class SmtpAdapter(ChannelAdapter):
         if code != 250:
             raise self._refused(connection, code, reply, "MAIL")
         try:
-            code, reply = connection.rcpt(to)
+            code, reply = _command(connection, "RCPT TO", to, [])
             if code not in (250, 251):
                 raise self._refused(connection, code, reply, "RCPT")
-            code, reply = connection.data(data)
+            code, reply = _data(connection, data)
         except smtplib.SMTPDataError as exc:  # no 354 to DATA
             raise self._refused(connection, exc.smtp_code, exc.smtp_error, "DATA") from None
         except (smtplib.SMTPServerDisconnected, OSError) as exc:
@@ -293,6 +293,31 @@ class SmtpsAdapter(SmtpAdapter):
     scheme: ClassVar[str] = "smtps"
     implicit_tls: ClassVar[bool] = True
     default_port: ClassVar[int] = 465
+
+
+def _command(connection: smtplib.SMTP, verb: str, address: str, options: list[str]) -> tuple[int, bytes]:
+    """MAIL FROM or RCPT TO. A plain address is written as it is: smtplib's own mail() and rcpt()
+    parse every address again (quoteaddr), about 4% of a worker's CPU, to the same <address>."""
+    if options or not is_dot_atom(address):
+        return connection.mail(address, options) if verb == "MAIL FROM" else connection.rcpt(address)
+    connection.putcmd(f"{verb}:<{address}>")
+    return connection.getreply()
+
+
+def _data(connection: smtplib.SMTP, data: bytes) -> tuple[int, bytes]:
+    """DATA with the message as mime built it: its lines already end in CRLF, so only the lines
+    that start with "." are doubled (RFC 5321 4.5.2), without smtplib's regular expression."""
+    connection.putcmd("data")
+    code, reply = connection.getreply()
+    if code != 354:
+        raise smtplib.SMTPDataError(code, reply)
+    stuffed = data.replace(b"\r\n.", b"\r\n..")
+    if stuffed.startswith(b"."):
+        stuffed = b"." + stuffed
+    if not stuffed.endswith(b"\r\n"):
+        stuffed += b"\r\n"
+    connection.send(stuffed + b".\r\n")
+    return connection.getreply()
 
 
 def _text(reply: bytes | str) -> str:

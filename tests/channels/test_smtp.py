@@ -94,6 +94,24 @@ def test_many_sends_share_one_connection(smtp_server: Any) -> None:
     assert [m.rcpt_tos for m in smtp_server.handler.messages] == [[f"kisi{i}@example.com"] for i in range(1, 6)]
 
 
+def test_lines_that_start_with_a_period_arrive_as_written(smtp_server: Any) -> None:
+    # DATA ends at a line of one ".", so a line that starts with one is sent doubled (RFC 5321 4.5.2)
+    text = ".\n.. iki nokta\nson satır\n."
+    with adapter_for_server(smtp_server) as adapter:
+        adapter.send(message(text=text, html="<p>.</p>"))
+    [received] = smtp_server.handler.messages
+    [plain, _] = parsed(received.content).iter_parts()
+    assert plain.get_content() == ".\r\n.. iki nokta\r\nson satır\r\n.\r\n"
+
+
+@pytest.mark.parametrize("to", ['"ayse yilmaz"@example.com', "o'brien@example.com", "ayse+kampanya@example.com.tr"])
+def test_addresses_reach_the_envelope_as_written(smtp_server: Any, to: str) -> None:
+    with adapter_for_server(smtp_server) as adapter:
+        adapter.send(message(to=to))
+    [received] = smtp_server.handler.messages
+    assert (received.mail_from, received.rcpt_tos) == (FROM, [to])
+
+
 def test_each_thread_keeps_its_own_connection(smtp_server: Any) -> None:
     errors: list[BaseException] = []
     with adapter_for_server(smtp_server) as adapter:
