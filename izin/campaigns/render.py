@@ -142,6 +142,14 @@ _MAX_INLINE_CACHE = 1_024
 #: worker runs is used within that; looking at them for every message (a stat per file and per
 #: locale variant that does not exist) was a fifth of rendering
 _RECHECK_FILES_S = 1.0
+#: what a shipped footer may depend on for its text to be kept: the same for every message of a
+#: sender and campaign but for the link, it is rendered once with a stand-in link (twice, to prove
+#: the link is only copied) and each message gets its own link in its place. A footer a shop
+#: writes itself is rendered for each message: no test of two stand-ins can prove what it does
+#: with the link (a condition on its length or its text)
+_FOOTER_NAMES = frozenset({"sender", "campaign", "unsubscribe_url"})
+_STAND_INS = ("izin-footer-link-7q2xk9", "IZIN_FOOTER_LINK_VB4MR8ZTW")
+_MAX_FOOTER_CACHE = 256
 # Characters an SMS footer may carry so that it never changes the body's encoding: GSM-7, the
 # Turkish letters, and the default letters the Turkish locking table keeps.
 _GSM_FOOTER = (GSM7_DEFAULT - LOCKING_SHIFT_DROPPED) | GSM7_EXTENSION | TURKISH_SHIFT
@@ -599,6 +607,51 @@ def _render_source(source: _Source, dirs: tuple[str, ...], locale: str,
         _steps.left = None
 
 
+def _render_footer(source: _Source, dirs: tuple[str, ...], locale: str, context: Mapping[str, Any]) -> str:
+    """The footer for ``context``: its kept text with this message's link, when it can be kept."""
+    url, sender, campaign = (context.get(name) for name in ("unsubscribe_url", "sender", "campaign"))
+    # in HTML the link is escaped where it is copied: kept only where escaping leaves it as it is
+    if not (isinstance(url, str) and isinstance(sender, Namespace) and isinstance(campaign, Namespace)) \
+            or (source.html and html_lib.escape(url) != url):
+        return _render_source(source, dirs, locale, context)
+    template = _compile(source, dirs, locale)
+    key = (template, _values(sender), _values(campaign))
+    kept = _kept_footers.get(key, False)
+    if kept is False:
+        kept = _keep_footer(source, dirs, locale, template, context)
+        if len(_kept_footers) >= _MAX_FOOTER_CACHE:
+            _kept_footers.clear()
+        _kept_footers[key] = kept
+    if kept is None:
+        return _render_source(source, dirs, locale, context)
+    return kept.replace(_STAND_INS[0], url)
+
+
+_kept_footers: dict[tuple[Any, ...], str | None] = {}
+
+
+def _values(namespace: Any) -> tuple[tuple[str, Any], ...]:
+    return tuple((name, namespace[name]) for name in namespace)
+
+
+def _keep_footer(source: _Source, dirs: tuple[str, ...], locale: str, template: Template,
+                 context: Mapping[str, Any]) -> str | None:
+    """The shipped footer rendered with the first stand-in link, or None when it is not shipped or
+    its text may depend on more than the sender, the campaign and the link copied as it is."""
+    env = template.environment
+    if template.filename is None or not Path(template.filename).is_relative_to(TEMPLATES_DIR):
+        return None
+    try:
+        text, _, _ = env.loader.get_source(env, template.name)  # type: ignore[union-attr]
+        if not meta.find_undeclared_variables(env.parse(text)) <= _FOOTER_NAMES:
+            return None
+        first, second = (_render_source(source, dirs, locale, {**context, "unsubscribe_url": stand_in})
+                         for stand_in in _STAND_INS)
+    except (TemplateError, RenderError, OSError, TypeError):
+        return None  # rendered per message, which reports its own error if it has one
+    return first if first.replace(*_STAND_INS) == second else None
+
+
 # --- rendering ---------------------------------------------------------------------------------
 
 
@@ -699,8 +752,8 @@ def render(campaign: Campaign, channel: str, context: Mapping[str, Any], setting
             body_text = _render_source(sources["text"], dirs, locale, context)
         else:
             body_text = html_to_text(body_html)
-        footer_html = _render_source(_footer("email", "html"), dirs, locale, context)
-        footer_text = _render_source(_footer("email", "text"), dirs, locale, context)
+        footer_html = _render_footer(_footer("email", "html"), dirs, locale, context)
+        footer_text = _render_footer(_footer("email", "text"), dirs, locale, context)
         return Rendered(
             channel="email",
             locale=locale,
@@ -711,7 +764,7 @@ def render(campaign: Campaign, channel: str, context: Mapping[str, Any], setting
             list_unsubscribe_post=LIST_UNSUBSCRIBE_POST if commercial else None,
         )
     body = _render_source(sources["text"], dirs, locale, context).strip()
-    footer = _render_source(_footer("sms", "text"), dirs, locale, context).strip()
+    footer = _render_footer(_footer("sms", "text"), dirs, locale, context).strip()
     # NFC is not transliteration: it only composes "s" + cedilla into the one letter "ş", which
     # the encoder would otherwise count as UCS-2.
     text = unicodedata.normalize("NFC", f"{body}\n{footer}" if footer else body)

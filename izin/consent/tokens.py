@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 import re
@@ -62,8 +63,9 @@ def _derive(secret: str, label: bytes) -> bytes:
     return hmac.new(secret.encode("utf-8"), b"izin/unsubscribe/" + label, hashlib.sha256).digest()
 
 
+@functools.lru_cache(maxsize=16)
 def _keys(secret: str) -> tuple[bytes, bytes, bytes]:
-    """(key id, encryption key, MAC key) of one secret."""
+    """(key id, encryption key, MAC key) of one secret (derived once: every message's link needs them)."""
     key_id = _derive(secret, b"key-id")[:_KEY_ID_BYTES]
     return key_id, _derive(secret, b"encrypt"), _derive(secret, b"mac")
 
@@ -71,8 +73,7 @@ def _keys(secret: str) -> tuple[bytes, bytes, bytes]:
 def _keystream(enc_key: bytes, nonce: bytes, length: int) -> bytes:
     blocks = []
     for counter in range((length + 31) // 32):
-        block = hmac.new(enc_key, nonce + counter.to_bytes(4, "big"), hashlib.sha256)
-        blocks.append(block.digest())
+        blocks.append(hmac.digest(enc_key, nonce + counter.to_bytes(4, "big"), "sha256"))
     return b"".join(blocks)[:length]
 
 
@@ -81,7 +82,7 @@ def _xor(data: bytes, stream: bytes) -> bytes:
 
 
 def _tag(mac_key: bytes, signed: bytes) -> bytes:
-    return hmac.new(mac_key, signed, hashlib.sha256).digest()[:_TAG_BYTES]
+    return hmac.digest(mac_key, signed, "sha256")[:_TAG_BYTES]
 
 
 def make_token(secret: str, recipient: str, channel: str) -> str:

@@ -877,3 +877,65 @@ content:
     assert render(localized, "sms", context_for(localized), SETTINGS, "tr").text.startswith("İyi ki doğdun Ayşe\n")
     turkish_only = parse_campaign(localized.source_text.replace(', en: "Happy birthday {{ contact.first_name }}"', ""))
     assert render(turkish_only, "sms", context_for(turkish_only), SETTINGS, "en").text.startswith("İyi ki doğdun")
+
+
+# --- footers kept between messages -------------------------------------------------------------
+
+
+FOOTER_CAMPAIGN = """\
+    name: k
+    trigger: {type: birthday}
+    channels: [email, sms]
+    content:
+      email: {subject: Selam, html_inline: "<p>Selam</p>"}
+      sms: {text: Selam}
+    """
+
+
+def footers_of(campaign, url, first_name="Ayşe", settings=SETTINGS):
+    context = context_for(campaign, url=url, first_name=first_name, settings=settings)
+    email = render(campaign, "email", context, settings, "tr")
+    sms = render(campaign, "sms", context, settings, "tr")
+    return email.html.split("<p>Selam</p>\n")[1], email.text.split("Selam\n\n")[1], sms.text.split("Selam\n")[1]
+
+
+def test_the_shipped_footers_carry_each_messages_own_link_and_the_current_sender():
+    campaign = parse_campaign(textwrap.dedent(FOOTER_CAMPAIGN))
+    for token in ("TOKEN", "ZZZ-1_x", "TOKEN"):
+        url = f"https://ornek.com.tr/u/{token}"
+        assert footers_of(campaign, url) == (FOOTER_HTML_TR.replace(URL, url), FOOTER_TEXT_TR.replace(URL, url),
+                                             SMS_FOOTER)
+    kept = [text for text in render_module._kept_footers.values() if text]
+    assert any(render_module._STAND_INS[0] in text for text in kept)  # rendered once, not per message
+    other = settings_with(name="Başka Mağaza", mersis="")
+    html, text, sms = footers_of(campaign, URL, settings=other)
+    assert "Bu ileti Başka Mağaza tarafından gönderilmiştir.</p>" in html
+    assert text.startswith("--\nBu ileti Başka Mağaza tarafından gönderilmiştir.\n")
+    assert sms == "Başka Mağaza RET yazip 4609'a gonderin"
+
+
+def test_a_link_that_html_escapes_is_escaped_in_the_html_footer():
+    campaign = parse_campaign(textwrap.dedent(FOOTER_CAMPAIGN))
+    html, text, _ = footers_of(campaign, "https://ornek.com.tr/u?t=A&k=1")
+    assert '<a href="https://ornek.com.tr/u?t=A&amp;k=1" style="color:#666666">' in html
+    assert text.endswith("ayrılabilirsiniz: https://ornek.com.tr/u?t=A&k=1\n")
+
+
+@pytest.mark.parametrize("footer, expected", [
+    # a shop's own footer is rendered for each message, whatever it does with the link
+    ("<p><a href=\"{{ unsubscribe_url }}\">ayrıl</a></p>",
+     ["<p><a href=\"https://a.tr/u/1\">ayrıl</a></p>\n", "<p><a href=\"https://a.tr/u/22\">ayrıl</a></p>\n"]),
+    ("<p>{{ contact.first_name }} için: <a href=\"{{ unsubscribe_url }}\">ayrıl</a></p>",
+     ["<p>Ayşe için: <a href=\"https://a.tr/u/1\">ayrıl</a></p>\n",
+      "<p>Can için: <a href=\"https://a.tr/u/22\">ayrıl</a></p>\n"]),
+    ("<p>{{ unsubscribe_url | upper }} {{ unsubscribe_url[-2:] }}</p>",
+     ["<p>HTTPS://A.TR/U/1 /1</p>\n", "<p>HTTPS://A.TR/U/22 22</p>\n"]),
+    ("<p>{% if unsubscribe_url | length > 16 %}uzun{% endif %} {{ unsubscribe_url }}</p>",
+     ["<p> https://a.tr/u/1</p>\n", "<p>uzun https://a.tr/u/22</p>\n"]),
+])
+def test_a_shops_own_footer_is_rendered_per_message(tmp_path, footer, expected):
+    write_template(tmp_path, "footers/email.html.j2", footer)
+    campaign = load_campaign(write(tmp_path, FOOTER_CAMPAIGN))
+    got = [footers_of(campaign, url, first_name)[0]
+           for url, first_name in (("https://a.tr/u/1", "Ayşe"), ("https://a.tr/u/22", "Can"))]
+    assert got == expected
