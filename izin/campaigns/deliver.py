@@ -86,11 +86,13 @@ def claim(db: Database, delivery_id: int, now: datetime) -> datetime | None:
         return now + LEASE if _claim(session, [delivery_id], now) else None
 
 
-def _claim(session: Any, ids: list[int], now: datetime) -> list[Delivery]:
-    """The deliveries among `ids` that were free to take, loaded by the claim itself (UPDATE ... RETURNING)."""
-    claimed = session.scalars(update(Delivery).where(Delivery.id.in_(ids), free_to_take(now))
-                              .values(status="sending", lease_until=now + LEASE, updated_at=now)
-                              .returning(Delivery), execution_options={"synchronize_session": False}).all()
+def _claim(session: Any, ids: list[int], now: datetime) -> list[Any]:
+    """The deliveries among `ids` that were free to take, as rows returned by the claim itself
+    (UPDATE ... RETURNING), in id order. Rows, not ORM objects: what the claim and the check
+    change on them is written by explicit statements (_Writes), without the unit of work."""
+    claimed = session.connection().execute(
+        update(_DELIVERIES).where(_DELIVERIES.c.id.in_(ids), free_to_take(now))
+        .values(status="sending", lease_until=now + LEASE, updated_at=now).returning(*_DELIVERIES.c)).all()
     return sorted(claimed, key=lambda delivery: delivery.id)
 
 
@@ -136,6 +138,45 @@ def _write_sent(connection: Any, rows: list[Mapping[str, Any]]) -> None:
         for row in rows])
 
 
+#: a claimed delivery that does not go now: why, and until when (fenced by the lease it holds)
+_STOP = _FINISH.values(status=bindparam("to_status"), reason=bindparam("to_reason"), detail=bindparam("to_detail"),
+                       next_attempt_at=bindparam("retry_at"), lease_until=None, updated_at=bindparam("now"),
+                       consent_event_id=bindparam("to_event"), basis=bindparam("to_basis"))
+#: a claimed delivery the check allowed: the address it goes to and the consent it rests on
+_BIND = update(_DELIVERIES).where(_DELIVERIES.c.id == bindparam("delivery"), _DELIVERIES.c.status == "sending",
+                                  _DELIVERIES.c.lease_until == bindparam("lease")).values(
+    recipient=bindparam("to_recipient"), consent_event_id=bindparam("to_event"), basis=bindparam("to_basis"))
+
+
+class _Writes:
+    """What one claim transaction decides about its deliveries, written in one statement per kind."""
+
+    def __init__(self) -> None:
+        self.stops: list[dict[str, Any]] = []
+        self.binds: list[dict[str, Any]] = []
+
+    def stop(self, delivery: Any, now: datetime, status: str, reason: str, detail: str | None = None,
+             retry_at: datetime | None = None, unbind: bool = False) -> Outcome:
+        """Record why a claimed delivery does not go now; `unbind`: what the first check bound it
+        to did not hold, so it rests on nothing now."""
+        self.stops.append({"delivery": delivery.id, "lease": delivery.lease_until, "to_status": status,
+                           "to_reason": reason, "to_detail": detail, "retry_at": retry_at, "now": now,
+                           "to_event": None if unbind else delivery.consent_event_id,
+                           "to_basis": None if unbind else delivery.basis})
+        return Outcome(status, reason, detail)
+
+    def bind(self, delivery: Any, lease: datetime, recipient: str, event_id: int | None, basis: str | None) -> None:
+        self.binds.append({"delivery": delivery.id, "lease": lease, "to_recipient": recipient,
+                           "to_event": event_id, "to_basis": basis})
+
+    def write(self, session: Any) -> None:
+        connection = session.connection()
+        if self.stops:
+            connection.execute(_STOP, self.stops)
+        if self.binds:
+            connection.execute(_BIND, self.binds)
+
+
 def _finish(db: Database, delivery_id: int, lease: datetime, now: datetime, **values: Any) -> None:
     with db.session() as session:
         session.execute(_FINISH.values(lease_until=None, updated_at=now, **values),
@@ -172,7 +213,7 @@ class Allowed:
     basis: str | None = None
 
 
-def recheck(session: Any, settings: Settings, deliveries: list[Delivery], contacts: dict[int, Contact],
+def recheck(session: Any, settings: Settings, deliveries: list[Any], contacts: dict[int, Any],
             campaigns: dict[int, spec.Campaign], now: datetime) -> dict[int, Allowed | Stop]:
     """The gate right before the adapter is called (invariant 2): consent, frequency cap, bounces
     and the send window of claimed deliveries, judged at `now`, per delivery id.
@@ -423,12 +464,12 @@ class Sender:
                                 [{"delivery": item.message.delivery_id, "lease": item.lease} for item in items])
         return {item.message.delivery_id: Outcome(status, reason, detail) for item in items}
 
-    def _load(self, session: Any, deliveries: list[Delivery], now: datetime
-              ) -> tuple[list[Delivery], dict[int, Any], dict[int, spec.Campaign], dict[int, Outcome]]:
+    def _load(self, session: Any, deliveries: list[Any], now: datetime, writes: _Writes
+              ) -> tuple[list[Any], dict[int, Any], dict[int, spec.Campaign], dict[int, Outcome]]:
         """The deliveries' contacts and parsed campaigns, by id, in two queries. A campaign that
         cannot be read fails its own deliveries (recorded, returned by id), not the whole batch."""
         # rows, not ORM objects: they are only read, and loading objects was a third of this
-        contacts = {c.id: c for c in session.execute(
+        contacts = {c.id: c for c in session.connection().execute(
             select(_CONTACTS).where(_CONTACTS.c.id.in_({d.contact_id for d in deliveries})))}
         campaigns: dict[int, spec.Campaign] = {}
         broken: dict[int, str] = {}
@@ -437,7 +478,7 @@ class Sender:
                 campaigns[row.id] = self._campaign(row)
             except Exception as exc:  # an unreadable stored spec is that campaign's fault, not the batch's
                 broken[row.id] = f"the stored campaign cannot be read: {exc}"
-        failed = {d.id: _stop(d, now, "failed", "campaign", broken[d.campaign_id])
+        failed = {d.id: writes.stop(d, now, "failed", "campaign", broken[d.campaign_id])
                   for d in deliveries if d.campaign_id in broken}
         return [d for d in deliveries if d.id not in failed], contacts, campaigns, failed
 
@@ -449,15 +490,16 @@ class Sender:
         outcomes: dict[int, Outcome] = {}
         by_id = {item.message.delivery_id: item for item in ready}
         lease = now + LEASE
+        writes = _Writes()
         with self.db.session(durable=False) as session:
-            held: list[Delivery] = []
+            connection = session.connection()
+            held: list[Any] = []
             for old in sorted({item.lease for item in ready}):
-                held += session.scalars(update(Delivery).where(
-                    Delivery.id.in_([i for i, item in by_id.items() if item.lease == old]),
-                    Delivery.status == "sending", Delivery.lease_until == old)
-                    .values(lease_until=lease, updated_at=now).returning(Delivery),
-                    execution_options={"synchronize_session": False}).all()
-            deliveries, contacts, campaigns, failed = self._load(session, sorted(held, key=lambda d: d.id), now)
+                held += connection.execute(update(_DELIVERIES).where(
+                    _DELIVERIES.c.id.in_([i for i, item in by_id.items() if item.lease == old]),
+                    _DELIVERIES.c.status == "sending", _DELIVERIES.c.lease_until == old)
+                    .values(lease_until=lease, updated_at=now).returning(*_DELIVERIES.c)).all()
+            deliveries, contacts, campaigns, failed = self._load(session, sorted(held, key=lambda d: d.id), now, writes)
             outcomes.update(failed)
             verdicts = recheck(session, self.settings, deliveries, contacts, campaigns, now)
             still: list[_Ready] = []
@@ -466,12 +508,12 @@ class Sender:
                 if isinstance(verdict, Stop) or verdict.recipient != item.message.to:
                     stop = verdict if isinstance(verdict, Stop) else Stop("deferred", "recheck", now)
                     detail = None if isinstance(verdict, Stop) else "the address changed before sending"
-                    # what the first check bound the delivery to did not hold: it rests on nothing now
-                    delivery.consent_event_id = delivery.basis = None
-                    outcomes[delivery.id] = _stop(delivery, now, stop.status, stop.reason, detail, stop.retry_at)
+                    outcomes[delivery.id] = writes.stop(delivery, now, stop.status, stop.reason, detail, stop.retry_at,
+                                                        unbind=True)
                 else:
-                    delivery.consent_event_id, delivery.basis = verdict.consent_event_id, verdict.basis
+                    writes.bind(delivery, lease, verdict.recipient, verdict.consent_event_id, verdict.basis)
                     still.append(_Ready(lease, item.message))
+            writes.write(session)
         return outcomes, still
 
     def _prepare(self, ids: list[int], now: datetime) -> tuple[dict[int, Outcome], list[_Ready]]:
@@ -485,28 +527,33 @@ class Sender:
         every other thread's claim and `sent` mark would wait for a whole batch's templates.
         """
         outcomes: dict[int, Outcome] = {}
-        allowed: list[tuple[Delivery, Any, spec.Campaign, dict[str, Any] | None, str]] = []
+        allowed: list[tuple[Any, Any, spec.Campaign, dict[str, Any] | None, str]] = []
+        writes = _Writes()
         with self.db.session(durable=False) as session:
             deliveries = _claim(session, ids, now)
             if not deliveries:
                 return outcomes, []
-            deliveries, contacts, campaigns, outcomes = self._load(session, deliveries, now)
+            deliveries, contacts, campaigns, outcomes = self._load(session, deliveries, now, writes)
             verdicts = recheck(session, self.settings, deliveries, contacts, campaigns, now)
             refs = {d.event_ref for d in deliveries if d.event_ref is not None and isinstance(verdicts[d.id], Allowed)}
-            events = dict(session.execute(select(ContactEvent.event_id, ContactEvent.attributes)
-                                          .where(ContactEvent.event_id.in_(refs))).all()) if refs else {}
+            events = dict(session.connection().execute(select(ContactEvent.event_id, ContactEvent.attributes)
+                                                       .where(ContactEvent.event_id.in_(refs))).all()) if refs else {}
             for delivery in deliveries:
                 verdict = verdicts[delivery.id]
                 if isinstance(verdict, Stop):
-                    outcomes[delivery.id] = _stop(delivery, now, verdict.status, verdict.reason,
-                                                  retry_at=verdict.retry_at)
+                    outcomes[delivery.id] = writes.stop(delivery, now, verdict.status, verdict.reason,
+                                                        retry_at=verdict.retry_at)
                     continue
-                delivery.recipient = verdict.recipient
                 if delivery.commercial:
-                    delivery.consent_event_id, delivery.basis = verdict.consent_event_id, verdict.basis
+                    writes.bind(delivery, delivery.lease_until, verdict.recipient, verdict.consent_event_id,
+                                verdict.basis)
+                else:
+                    writes.bind(delivery, delivery.lease_until, verdict.recipient, delivery.consent_event_id,
+                                delivery.basis)
                 event = None if delivery.event_ref is None else dict(events.get(delivery.event_ref) or {})
                 allowed.append((delivery, contacts[delivery.contact_id], campaigns[delivery.campaign_id], event,
                                 verdict.recipient))
+            writes.write(session)
         ready: list[_Ready] = []
         unrenderable: dict[int, tuple[datetime, str, str]] = {}
         for delivery, contact, campaign, event, recipient in allowed:
@@ -523,7 +570,7 @@ class Sender:
             outcomes.update({i: Outcome("failed", reason, detail) for i, (_, reason, detail) in unrenderable.items()})
         return outcomes, ready
 
-    def _message(self, delivery: Delivery, contact: Any, campaign: spec.Campaign, event: dict[str, Any] | None,
+    def _message(self, delivery: Any, contact: Any, campaign: spec.Campaign, event: dict[str, Any] | None,
                  recipient: str) -> OutgoingMessage:
         """The delivery rendered for its contact, or _Unrenderable saying why it cannot go."""
         from izin.campaigns.render import RenderError, build_context, promotion_in, render
@@ -566,11 +613,3 @@ class _Unrenderable(Exception):
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(detail)
         self.reason, self.detail = reason, detail
-
-
-def _stop(delivery: Delivery, now: datetime, status: str, reason: str, detail: str | None = None,
-          retry_at: datetime | None = None) -> Outcome:
-    """Record on a claimed delivery (in the caller's transaction) why it does not go now."""
-    delivery.status, delivery.reason, delivery.detail = status, reason, detail
-    delivery.next_attempt_at, delivery.lease_until, delivery.updated_at = retry_at, None, now
-    return Outcome(status, reason, detail)

@@ -17,7 +17,6 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Mapping
-from concurrent.futures import Future
 from typing import Any
 
 from sqlalchemy.engine import Connection
@@ -55,13 +54,14 @@ class GroupCommit:
     def _reset(self) -> None:
         """Nothing queued and no writer: as made, and in a forked child, which has none of its
         parent's threads (and may have copied the lock held)."""
-        self._queue: list[tuple[Mapping[str, Any], Future[None]]] = []
+        self._queue: list[tuple[Mapping[str, Any], _Waiter]] = []
         self._lock = threading.Condition()
         self._writer: threading.Thread | None = None
         self._closing = False
+        self._idle = False  # the writer waits for marks: the next one must wake it
 
     def record(self, row: Mapping[str, Any]) -> None:
-        done: Future[None] = Future()
+        done = _Waiter()
         with self._lock:
             closing = self._closing
             if not closing:
@@ -74,7 +74,8 @@ class GroupCommit:
                         self._queue.remove((row, done))
                         raise
                     self._writer = writer
-                self._lock.notify()
+                if self._idle:
+                    self._lock.notify()
         if closing:
             # the writer is stopping, and this is the mark of a message already sent: write it here
             self._commit(None, [row]).close()
@@ -97,7 +98,9 @@ class GroupCommit:
         while True:
             with self._lock:
                 while not self._queue and not self._closing:
+                    self._idle = True
                     self._lock.wait()
+                    self._idle = False
                 if not self._queue:
                     break
                 group, self._queue = self._queue[:MAX_GROUP], self._queue[MAX_GROUP:]
@@ -117,7 +120,7 @@ class GroupCommit:
         if connection is not None:
             connection.close()
 
-    def _one_by_one(self, group: list[tuple[Mapping[str, Any], Future[None]]]) -> None:
+    def _one_by_one(self, group: list[tuple[Mapping[str, Any], _Waiter]]) -> None:
         for row, done in group:
             try:
                 self._commit(None, [row]).close()
@@ -149,6 +152,30 @@ class GroupCommit:
                     raise ServiceUnavailable(f"database unreachable ({self._db.redacted_url}): {exc.orig}") from None
                 time.sleep(0.5 * 2 ** attempt)
         raise AssertionError("unreachable")
+
+
+class _Waiter:
+    """One caller's wait for its row's commit: a held lock the writer releases (a Future's
+    condition and callbacks cost the writer more than the row's own statement)."""
+
+    __slots__ = ("_done", "_error")
+
+    def __init__(self) -> None:
+        self._done = threading.Lock()
+        self._done.acquire()
+        self._error: BaseException | None = None
+
+    def set_result(self, _: None) -> None:
+        self._done.release()
+
+    def set_exception(self, error: BaseException) -> None:
+        self._error = error
+        self._done.release()
+
+    def result(self) -> None:
+        self._done.acquire()
+        if self._error is not None:
+            raise self._error
 
 
 def _after_fork_in_child() -> None:
