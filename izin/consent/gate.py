@@ -14,7 +14,7 @@ from sqlalchemy import ColumnElement, bindparam, select
 from sqlalchemy.orm import Session
 
 from izin.consent.ledger import contact_address, contact_address_column
-from izin.consent.models import ConsentEvent, ConsentState, Contact
+from izin.consent.models import ADDRESS_KIND, ConsentEvent, ConsentState, Contact
 from izin.db import one_of
 
 #: why the gate said no; the plan and delivery records use the same words
@@ -75,7 +75,12 @@ def _decide(contact: Any, channel: str, recipient: str, latest: Latest,
     own = latest.get(contact.recipient_type)
     # a refusal binds the address whichever recipient type it was recorded under: a contact
     # re-typed from BIREYSEL to TACIR must not slip past its RET through the TACIR exemption
-    refusal = own if own and own[0] == "RET" else next((v for v in latest.values() if v[0] == "RET"), None)
+    if own is not None and own[0] == "RET":
+        refusal: tuple[str, int] | None = own
+    elif len(latest) > (own is not None):  # states under other recipient types
+        refusal = next((v for v in latest.values() if v[0] == "RET"), None)
+    else:
+        refusal = None
     if refusal is not None:
         return Decision(False, channel, recipient, reason=NO_CONSENT, event_id=refusal[1], status="RET")
     if own is not None:
@@ -142,10 +147,12 @@ def may_send_many(session: Session, contacts: list[Any], channel: str, at: datet
     """
     decisions: dict[int, Decision] = {}
     wanted: dict[str, list[Any]] = {}
+    # usable_address inlined: planning asks this for every contact of the base
+    kind, needs_mobile = ADDRESS_KIND[channel], channel == "sms"
     for contact in contacts:
-        recipient = usable_address(contact, channel)
-        if recipient is None:
-            decisions[contact.id] = Decision(False, channel, contact_address(contact, channel), reason=NO_ADDRESS)
+        recipient = getattr(contact, kind)
+        if recipient is None or (needs_mobile and not contact.phone_mobile):
+            decisions[contact.id] = Decision(False, channel, recipient, reason=NO_ADDRESS)
         else:
             wanted.setdefault(recipient, []).append(contact)
     # recorded_at (a timestamp to parse per row) only for the historical question that reads it
@@ -164,13 +171,21 @@ def may_send_many(session: Session, contacts: list[Any], channel: str, at: datet
         queries = [select(*columns).where(ConsentState.channel == channel,
                                           one_of(session, ConsentState.recipient, recipients[start:start + size]))
                    for start in range(0, len(recipients), size)]
-    states: dict[str, list[Any]] = {}
     connection = session.connection()  # plain rows: no ORM work per state
+    latests: dict[str, Latest] = {}
     for query in queries:
-        for state in connection.execute(query).all():
-            if state.recipient in wanted:
-                states.setdefault(state.recipient, []).append(state)
-    latests = {recipient: _latest(session, states.get(recipient, []), at, as_of) for recipient in wanted}
+        if as_of:
+            states: dict[str, list[Any]] = {}
+            for state in connection.execute(query).all():
+                if state.recipient in wanted:
+                    states.setdefault(state.recipient, []).append(state)
+            latests.update({recipient: _latest(session, found, at, as_of) for recipient, found in states.items()})
+        else:
+            # the current state as it is, read as tuples: what _latest makes of it, without a row object each
+            for recipient, _, recipient_type, status, event_id in connection.execute(query):
+                if recipient in wanted:
+                    latests.setdefault(recipient, {})[recipient_type] = (status, event_id)
+    latests = {recipient: latests.get(recipient, {}) for recipient in wanted}
     accepted = _accepted(session, list(latests.values()), at, as_of) if require_iys_accepted else None
     for recipient, group in wanted.items():
         for contact in group:
