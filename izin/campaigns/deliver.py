@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import bindparam, select, text, update
+from sqlalchemy import bindparam, select, update
 
 from izin import clock
 from izin.campaigns import spec
@@ -110,12 +110,12 @@ _CALLED = {"attempts": _DELIVERIES.c.attempts + 1}
 #: fenced by its lease: on PostgreSQL one statement over arrays of the rows (through executemany,
 #: psycopg's per-row pipeline was most of the marks' cost), on SQLite the driver's executemany
 #: (SQLAlchemy's per-row parameter handling cost more than SQLite's update)
-_SENT_ARRAYS = text("""
+_SENT_ARRAYS = """
     UPDATE deliveries AS d SET status = 'sent', sent_at = m.sent_at, updated_at = m.sent_at, lease_until = NULL,
         provider_id = m.provider, segments = m.parts, reason = NULL, detail = NULL, attempts = d.attempts + 1
-    FROM unnest(CAST(:ids AS integer[]), CAST(:leases AS timestamp[]), CAST(:sent AS timestamp[]),
-                CAST(:providers AS varchar[]), CAST(:parts AS smallint[])) AS m(id, lease, sent_at, provider, parts)
-    WHERE d.id = m.id AND d.status = 'sending' AND d.lease_until = m.lease""")
+    FROM unnest(CAST(%s AS integer[]), CAST(%s AS timestamp[]), CAST(%s AS timestamp[]),
+                CAST(%s AS varchar[]), CAST(%s AS smallint[])) AS m(id, lease, sent_at, provider, parts)
+    WHERE d.id = m.id AND d.status = 'sending' AND d.lease_until = m.lease"""
 _SENT_ROWS = ("UPDATE deliveries SET status = 'sent', sent_at = ?, updated_at = ?, lease_until = NULL, provider_id = ?, "
               "segments = ?, reason = NULL, detail = NULL, attempts = attempts + 1 "
               "WHERE id = ? AND status = 'sending' AND lease_until = ?")
@@ -128,10 +128,12 @@ def _write_sent(connection: Any, rows: list[Mapping[str, Any]]) -> None:
     # the instants as the column stores them (naive UTC; on SQLite its text), so the lease compares equal
     stored = _DELIVERIES.c.lease_until.type.dialect_impl(dialect).bind_processor(dialect)
     if dialect.name == "postgresql":
-        connection.execute(_SENT_ARRAYS, {
-            "ids": [row["delivery"] for row in rows], "leases": [stored(row["lease"]) for row in rows],
-            "sent": [stored(row["now"]) for row in rows], "providers": [row["provider"] for row in rows],
-            "parts": [row["parts"] for row in rows]})
+        # each array as its text literal: psycopg's list adaptation (the element type found per
+        # list, each value dumped) cost more than the statement
+        connection.exec_driver_sql(_SENT_ARRAYS, tuple(_array_literal(values) for values in (
+            [row["delivery"] for row in rows], [stored(row["lease"]).isoformat() for row in rows],
+            [stored(row["now"]).isoformat() for row in rows], [row["provider"] for row in rows],
+            [row["parts"] for row in rows])))
         return
     connection.exec_driver_sql(_SENT_ROWS, [
         (stored(row["now"]), stored(row["now"]), row["provider"], row["parts"], row["delivery"], stored(row["lease"]))
@@ -175,6 +177,12 @@ class _Writes:
             connection.execute(_STOP, self.stops)
         if self.binds:
             connection.execute(_BIND, self.binds)
+
+
+def _array_literal(values: list[Any]) -> str:
+    """A PostgreSQL array literal of the values, each quoted (NULL for None)."""
+    return "{" + ",".join("NULL" if value is None else '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+                          for value in values) + "}"
 
 
 def _finish(db: Database, delivery_id: int, lease: datetime, now: datetime, **values: Any) -> None:
