@@ -172,11 +172,14 @@ class _Writes:
                            "to_event": event_id, "to_basis": basis})
 
     def write(self, session: Any) -> None:
+        """Both statements, each required to change every row it names: the transaction holds
+        the rows it claimed, so a row the lease fence missed is a fault, and the batch must not
+        go on without its record (raising rolls the claim back)."""
         connection = session.connection()
-        if self.stops:
-            connection.execute(_STOP, self.stops)
-        if self.binds:
-            connection.execute(_BIND, self.binds)
+        for statement, rows in ((_STOP, self.stops), (_BIND, self.binds)):
+            if rows and connection.execute(statement, rows).rowcount != len(rows):
+                raise RuntimeError(f"deliveries {sorted(row['delivery'] for row in rows)}: their outcome "
+                                   "does not match the lease this transaction holds; nothing of the batch is kept")
 
 
 def _array_literal(values: list[Any]) -> str:
@@ -549,8 +552,10 @@ class Sender:
             for delivery in deliveries:
                 verdict = verdicts[delivery.id]
                 if isinstance(verdict, Stop):
+                    # a suppressed delivery rests on no consent: the one planned for it did not hold
                     outcomes[delivery.id] = writes.stop(delivery, now, verdict.status, verdict.reason,
-                                                        retry_at=verdict.retry_at)
+                                                        retry_at=verdict.retry_at,
+                                                        unbind=verdict.status == "suppressed")
                     continue
                 if delivery.commercial:
                     writes.bind(delivery, delivery.lease_until, verdict.recipient, verdict.consent_event_id,

@@ -140,7 +140,8 @@ def _header(name: str, value: str, utf8: bool) -> str:
         raise ValueError(f"header {name!r} may not contain a line break")
     if value.isascii() or utf8:
         return f"{name}: {value}".replace("\n ", _CRLF + " ")
-    return f"{name}: " + _encoded_words(" ".join(value.split("\n ")), len(name) + 2)
+    words = _encoded_words(" ".join(value.split("\n ")), len(name) + 2)
+    return f"{name}:{'' if words.startswith(_CRLF) else ' '}{words}"
 
 
 #: RFC 2047 "Q" words: what may stand for itself in a word of an unstructured header (5 (3))
@@ -148,6 +149,8 @@ _Q_SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456
 #: an encoded word and the line that holds it (the header's name on the first)
 _WORD_MAX, _LINE_MAX = 75, 76
 _WORD_OPEN, _WORD_CLOSE = "=?utf-8?q?", "?="
+#: the longest one character can encode to (four UTF-8 bytes, "=XX" each)
+_LONGEST_Q = 12
 
 
 @lru_cache(maxsize=1024)
@@ -166,6 +169,9 @@ def _encoded_words(value: str, taken: int) -> str:
     email.header.Header did this at about a twentieth of a worker's CPU per message."""
     words: list[str] = []
     room = min(_WORD_MAX, _LINE_MAX - taken) - len(_WORD_OPEN) - len(_WORD_CLOSE)
+    fold_first = room < _LONGEST_Q
+    if fold_first:  # a name too long to leave room beside it: the first word goes on the next line
+        room = _WORD_MAX - len(_WORD_OPEN) - len(_WORD_CLOSE)
     word: list[str] = []
     used = 0
     for char in value:
@@ -177,7 +183,7 @@ def _encoded_words(value: str, taken: int) -> str:
         word.append(encoded)
         used += len(encoded)
     words.append(_WORD_OPEN + "".join(word) + _WORD_CLOSE)
-    return (_CRLF + " ").join(words)
+    return (_CRLF + " " if fold_first else "") + (_CRLF + " ").join(words)
 
 
 @lru_cache(maxsize=4)

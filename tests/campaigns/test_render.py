@@ -4,6 +4,7 @@ template validation with positioned problems."""
 from __future__ import annotations
 
 import os
+import shutil
 import textwrap
 import time
 from datetime import date
@@ -899,7 +900,8 @@ def footers_of(campaign, url, first_name="Ayşe", settings=SETTINGS):
     return email.html.split("<p>Selam</p>\n")[1], email.text.split("Selam\n\n")[1], sms.text.split("Selam\n")[1]
 
 
-def test_the_shipped_footers_carry_each_messages_own_link_and_the_current_sender():
+def test_the_shipped_footers_carry_each_messages_own_link_and_the_current_sender(monkeypatch):
+    monkeypatch.setattr(render_module, "_kept_footers", {})
     campaign = parse_campaign(textwrap.dedent(FOOTER_CAMPAIGN))
     for token in ("TOKEN", "ZZZ-1_x", "TOKEN"):
         url = f"https://ornek.com.tr/u/{token}"
@@ -939,3 +941,22 @@ def test_a_shops_own_footer_is_rendered_per_message(tmp_path, footer, expected):
     got = [footers_of(campaign, url, first_name)[0]
            for url, first_name in (("https://a.tr/u/1", "Ayşe"), ("https://a.tr/u/22", "Can"))]
     assert got == expected
+
+
+@pytest.mark.parametrize("footer, expected", [
+    ("<p>{{ unsubscribe_url | upper }}</p>", ["<p>HTTPS://A.TR/U/1</p>\n", "<p>HTTPS://A.TR/U/22</p>\n"]),
+    ("<p>{{ unsubscribe_url[-2:] }} {{ unsubscribe_url }}</p>",
+     ["<p>/1 https://a.tr/u/1</p>\n", "<p>22 https://a.tr/u/22</p>\n"]),
+    ("<p>{{ unsubscribe_url | truncate(20) }}</p>", ["<p>https://a.tr/u/1</p>\n", "<p>https://a.tr/u/22</p>\n"]),
+])
+def test_a_shipped_footer_that_changes_the_link_is_never_kept(tmp_path, monkeypatch, footer, expected):
+    # as if izin shipped this footer: the two stand-ins must catch what it does to the link
+    shutil.copytree(TEMPLATES / "footers", tmp_path / "footers")
+    monkeypatch.setattr(render_module, "TEMPLATES_DIR", tmp_path)
+    monkeypatch.setattr(render_module, "_kept_footers", {})
+    write_template(tmp_path, "footers/email.html.j2", footer)
+    campaign = load_campaign(write(tmp_path, FOOTER_CAMPAIGN))
+    got = [footers_of(campaign, url, first_name)[0]
+           for url, first_name in (("https://a.tr/u/1", "Ayşe"), ("https://a.tr/u/22", "Can"))]
+    assert got == expected
+    assert None in render_module._kept_footers.values()  # looked at, and rendered per message

@@ -9,7 +9,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from izin.campaigns.deliver import LEASE, Sender, claim
 from izin.campaigns.models import Delivery
@@ -73,6 +73,26 @@ def test_withdrawal_while_claimed_by_a_dead_worker_is_caught_by_the_recheck(crow
     assert snapshot(db)[0] == ("ayse", "sending", None, "sms")
     drain_embedded(db, settings, now=lambda: AT)  # the lease has run out: another worker takes it
     assert snapshot(db)[0] == ("ayse", "suppressed", "consent_withdrawn", "sms")
+    with db.session() as session:
+        # it rests on no consent: the ONAY it was planned under did not hold at sending
+        assert session.execute(select(Delivery.consent_event_id, Delivery.basis)
+                               .where(Delivery.id == ayse)).one() == (None, None)
+
+
+def test_an_address_changed_after_scheduling_is_the_one_sent_to_and_recorded(db, settings):
+    person(db, "ayse", phone="+905320000001")
+    consent(db, "ayse", "sms")
+    schedule(db, settings)
+    with db.session() as session:
+        session.execute(update(Contact).values(phone="+905320000009"))
+    new = consent(db, "ayse", "sms", at="2026-11-24T11:00:00+03:00", now=T("2026-11-24T11:00:00+03:00"))
+    drain_embedded(db, settings, now=lambda: AT)
+    with db.session() as session:
+        sent = session.scalars(select(Delivery)).one()
+        assert (sent.status, sent.recipient, sent.consent_event_id) == ("sent", "+905320000009", new)
+    folder = Path(settings.channels["sms"].url.removeprefix("outbox://"))
+    [message] = [json.loads((folder / name).read_text(encoding="utf-8")) for name in outbox(settings)]
+    assert message["to"] == "+905320000009"
 
 
 def test_claim_is_atomic_between_workers(crowd, settings):
@@ -252,3 +272,22 @@ def test_strict_iys_mode_holds_an_onay_iys_has_not_accepted(crowd, settings):
     drain_embedded(db, strict, now=lambda: AT)
     assert [s[1:3] for s in snapshot(db)] == [("deferred", "iys_pending")] * 3
     assert outbox(settings) == []
+
+
+def test_an_outcome_the_lease_fence_misses_rolls_the_whole_claim_back(crowd, settings):
+    from izin.campaigns.deliver import _claim, _Writes
+
+    db = crowd
+    schedule(db, settings)
+    before = snapshot(db)
+    with db.session() as session:
+        ids = list(session.scalars(select(Delivery.id)))
+    with pytest.raises(RuntimeError, match="does not match the lease"), db.session() as session:
+        first, *others = _claim(session, ids, AT)
+        writes = _Writes()
+        for delivery in others:
+            writes.bind(delivery, delivery.lease_until, delivery.recipient, delivery.consent_event_id, delivery.basis)
+        # a lease this transaction does not hold: its record would be lost, so nothing is kept
+        writes.bind(first, first.lease_until + timedelta(microseconds=1), first.recipient, None, None)
+        writes.write(session)
+    assert snapshot(db) == before  # still scheduled: another claim takes them
