@@ -557,12 +557,10 @@ class Sender:
                                                         retry_at=verdict.retry_at,
                                                         unbind=verdict.status == "suppressed")
                     continue
-                if delivery.commercial:
-                    writes.bind(delivery, delivery.lease_until, verdict.recipient, verdict.consent_event_id,
-                                verdict.basis)
-                else:
-                    writes.bind(delivery, delivery.lease_until, verdict.recipient, delivery.consent_event_id,
-                                delivery.basis)
+                # a transactional message keeps what scheduling recorded: it rests on no consent
+                proof = (verdict.consent_event_id, verdict.basis) if delivery.commercial \
+                    else (delivery.consent_event_id, delivery.basis)
+                writes.bind(delivery, delivery.lease_until, verdict.recipient, *proof)
                 event = None if delivery.event_ref is None else dict(events.get(delivery.event_ref) or {})
                 allowed.append((delivery, contacts[delivery.contact_id], campaigns[delivery.campaign_id], event,
                                 verdict.recipient))
