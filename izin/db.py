@@ -114,7 +114,7 @@ def make_engine(url: str) -> Engine:
 
 
 def _begin_immediate(connection: Connection) -> None:
-    """BEGIN IMMEDIATE, waiting for SQLite's write lock by trying again every millisecond.
+    """BEGIN IMMEDIATE, waiting for SQLite's write lock by trying again every few milliseconds.
 
     SQLite's own busy handler sleeps longer the longer it waits (25 to 100 ms per try after the
     first 50 ms), so under steady contention a waiter slept on while the lock was taken and given

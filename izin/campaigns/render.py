@@ -597,7 +597,11 @@ def _compile(source: _Source, dirs: tuple[str, ...], locale: str) -> Template:
 
 def _render_source(source: _Source, dirs: tuple[str, ...], locale: str,
                    context: Mapping[str, Any]) -> str:
-    template = _compile(source, dirs, locale)
+    return _run(_compile(source, dirs, locale), source, dirs, context)
+
+
+def _run(template: Template, source: _Source, dirs: tuple[str, ...], context: Mapping[str, Any]) -> str:
+    """One run of ``source``'s compiled template, its steps counted and its errors made ours."""
     _steps.left = _MAX_STEPS
     try:
         return template.render(context)
@@ -609,21 +613,21 @@ def _render_source(source: _Source, dirs: tuple[str, ...], locale: str,
 
 def _render_footer(source: _Source, dirs: tuple[str, ...], locale: str, context: Mapping[str, Any]) -> str:
     """The footer for ``context``: its kept text with this message's link, when it can be kept."""
+    template = _compile(source, dirs, locale)
     url, sender, campaign = (context.get(name) for name in ("unsubscribe_url", "sender", "campaign"))
     # in HTML the link is escaped where it is copied: kept only where escaping leaves it as it is
     if not (isinstance(url, str) and isinstance(sender, Namespace) and isinstance(campaign, Namespace)) \
             or (source.html and html_lib.escape(url) != url):
-        return _render_source(source, dirs, locale, context)
-    template = _compile(source, dirs, locale)
+        return _run(template, source, dirs, context)
     key = (template, _values(sender), _values(campaign))
     kept = _kept_footers.get(key, False)
     if kept is False:
-        kept = _keep_footer(source, dirs, locale, template, context)
+        kept = _keep_footer(source, dirs, template, context)
         if len(_kept_footers) >= _MAX_FOOTER_CACHE:
             _kept_footers.clear()
         _kept_footers[key] = kept
     if kept is None:
-        return _render_source(source, dirs, locale, context)
+        return _run(template, source, dirs, context)
     return kept.replace(_STAND_INS[0], url)
 
 
@@ -634,8 +638,7 @@ def _values(namespace: Any) -> tuple[tuple[str, Any], ...]:
     return tuple((name, namespace[name]) for name in namespace)
 
 
-def _keep_footer(source: _Source, dirs: tuple[str, ...], locale: str, template: Template,
-                 context: Mapping[str, Any]) -> str | None:
+def _keep_footer(source: _Source, dirs: tuple[str, ...], template: Template, context: Mapping[str, Any]) -> str | None:
     """The shipped footer rendered with the first stand-in link, or None when it is not shipped or
     its text may depend on more than the sender, the campaign and the link copied as it is."""
     env = template.environment
@@ -645,7 +648,7 @@ def _keep_footer(source: _Source, dirs: tuple[str, ...], locale: str, template: 
         text, _, _ = env.loader.get_source(env, template.name)  # type: ignore[union-attr]
         if not meta.find_undeclared_variables(env.parse(text)) <= _FOOTER_NAMES:
             return None
-        first, second = (_render_source(source, dirs, locale, {**context, "unsubscribe_url": stand_in})
+        first, second = (_run(template, source, dirs, {**context, "unsubscribe_url": stand_in})
                          for stand_in in _STAND_INS)
     except (TemplateError, RenderError, OSError, TypeError):
         return None  # rendered per message, which reports its own error if it has one

@@ -149,6 +149,8 @@ _Q_SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456
 #: an encoded word and the line that holds it (the header's name on the first)
 _WORD_MAX, _LINE_MAX = 75, 76
 _WORD_OPEN, _WORD_CLOSE = "=?utf-8?q?", "?="
+#: what an encoded word holds between its delimiters
+_WORD_ROOM = _WORD_MAX - len(_WORD_OPEN) - len(_WORD_CLOSE)
 #: the longest one character can encode to (four UTF-8 bytes, "=XX" each)
 _LONGEST_Q = 12
 
@@ -168,10 +170,10 @@ def _encoded_words(value: str, taken: int) -> str:
 
     email.header.Header did this at about a twentieth of a worker's CPU per message."""
     words: list[str] = []
-    room = min(_WORD_MAX, _LINE_MAX - taken) - len(_WORD_OPEN) - len(_WORD_CLOSE)
+    room = min(_WORD_ROOM, _LINE_MAX - taken - len(_WORD_OPEN) - len(_WORD_CLOSE))
     fold_first = room < _LONGEST_Q
     if fold_first:  # a name too long to leave room beside it: the first word goes on the next line
-        room = _WORD_MAX - len(_WORD_OPEN) - len(_WORD_CLOSE)
+        room = _WORD_ROOM
     word: list[str] = []
     used = 0
     for char in value:
@@ -179,7 +181,7 @@ def _encoded_words(value: str, taken: int) -> str:
         if used + len(encoded) > room and word:
             words.append(_WORD_OPEN + "".join(word) + _WORD_CLOSE)
             word, used = [], 0
-            room = _WORD_MAX - len(_WORD_OPEN) - len(_WORD_CLOSE)  # a folded line: " " and the word
+            room = _WORD_ROOM  # a folded line: " " and the word
         word.append(encoded)
         used += len(encoded)
     words.append(_WORD_OPEN + "".join(word) + _WORD_CLOSE)

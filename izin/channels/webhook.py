@@ -70,7 +70,8 @@ class WebhookAdapter(HttpAdapterMixin, ChannelAdapter):
         token = parts.text("token")
         if not all(" " < char <= "~" for char in token):
             # it goes into a header as it is: a line break would start another one
-            raise parts.error("token= must be printable ASCII without spaces (percent-encode nothing else)")
+            raise parts.error("token= must be printable ASCII without spaces: it is sent in the Authorization "
+                              "header; give the token exactly as the provider issued it")
         return cls(url, endpoint=endpoint, token=token, originator=parts.text("from"),
                    timeout_s=parts.seconds("timeout", DEFAULT_TIMEOUT_S),
                    max_segments=parts.integer("max_segments", DEFAULT_MAX_SEGMENTS))

@@ -7,7 +7,8 @@ in one tick, and sent by `izin worker --processes 2` (dramatiq on Redis): claim,
 cap and window, render, SMTP or HTTP SMS, record. The raw stack: plain dramatiq actors
 (raw_actor.py, 2 processes) sending the same mix of pre-rendered messages to the same sinks: the
 emails with smtplib, the SMS as the webhook adapter's JSON POST with http.client. Both enqueue
-through one Redis pipeline and are timed from the first enqueue to the last accepted message; latency is from enqueue (the moment a tick finds the delivery due) to accepted.
+through one Redis pipeline and are timed from the first enqueue to the last accepted message;
+latency is from enqueue (the moment a tick finds the delivery due) to accepted.
 Also: the send gate's cost per message (consent + cap + window), in-process.
 """
 

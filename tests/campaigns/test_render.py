@@ -45,6 +45,17 @@ content:
     text: "Merhaba {{ contact.first_name }}, iyi ki doğdun!"
 """
 
+#: an email and SMS campaign whose bodies are one word, so that what follows is the footer
+FOOTER_CAMPAIGN = """\
+    name: k
+    trigger: {type: birthday}
+    channels: [email, sms]
+    content:
+      email: {subject: Selam, html_inline: "<p>Selam</p>"}
+      sms: {text: Selam}
+    """
+
+
 FOOTER_HTML_TR = (
     '<div style="margin-top:32px;padding-top:12px;border-top:1px solid #dddddd;'
     'font-family:Arial,Helvetica,sans-serif;font-size:12px;line-height:1.5;color:#666666">\n'
@@ -763,14 +774,7 @@ def test_validation_reports_a_field_that_renders_to_nothing(tmp_path):
 def test_overridden_footer_without_identity_or_link_does_not_validate(tmp_path):
     write_template(tmp_path, "footers/email.html.j2", "<p>{{ sender.name }}</p>")
     write_template(tmp_path, "footers/sms.txt.j2", "{{ sender.name }}")
-    path = write(tmp_path, """\
-        name: k
-        trigger: {type: birthday}
-        channels: [email, sms]
-        content:
-          email: {subject: Selam, html_inline: "<p>Selam</p>"}
-          sms: {text: Selam}
-        """)
+    path = write(tmp_path, FOOTER_CAMPAIGN)
     assert problems_of(path) == [
         f"{path}:5:3: content.email: the rendered HTML has no link to unsubscribe_url; the footer "
         "(footers/email.html.j2) must keep <a href=\"{{ unsubscribe_url }}\">",
@@ -881,16 +885,6 @@ content:
 
 
 # --- footers kept between messages -------------------------------------------------------------
-
-
-FOOTER_CAMPAIGN = """\
-    name: k
-    trigger: {type: birthday}
-    channels: [email, sms]
-    content:
-      email: {subject: Selam, html_inline: "<p>Selam</p>"}
-      sms: {text: Selam}
-    """
 
 
 def footers_of(campaign, url, first_name="Ayşe", settings=SETTINGS):
